@@ -1,0 +1,27 @@
+"""Plain-PyTorch Transformer backbone: no Lightning here.
+
+>>> from tfm.nn import vit_tiny
+>>> model = vit_tiny(num_classes=10)
+"""
+
+from .attention import KVCache, LayerCache, MultiHeadAttention, padding_mask
+from .config import TransformerConfig
+from .embeddings import (
+    LearnedPositionEmbedding,
+    PatchEmbedding,
+    SinusoidalPositionEmbedding,
+    TextEmbedding,
+    resize_pos_embed,
+    sinusoid_table,
+)
+from .layers import DropPath, FeedForward, TransformerLayer
+from .models import VIT_PRESETS, VisionTransformer, create_vit, vit_base, vit_large, vit_small, vit_tiny
+from .transformer import Decoder, Encoder, EncoderDecoder
+
+__all__ = [
+    "KVCache", "LayerCache", "MultiHeadAttention", "padding_mask", "TransformerConfig",
+    "LearnedPositionEmbedding", "PatchEmbedding", "SinusoidalPositionEmbedding", "TextEmbedding",
+    "resize_pos_embed", "sinusoid_table", "DropPath", "FeedForward", "TransformerLayer",
+    "VIT_PRESETS", "VisionTransformer", "create_vit", "vit_base", "vit_large", "vit_small", "vit_tiny",
+    "Decoder", "Encoder", "EncoderDecoder",
+]
