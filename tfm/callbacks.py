@@ -1,0 +1,205 @@
+"""Callbacks every tfm run gets: throughput and MFU, attention pictures, prediction files."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_info
+
+
+def measure_matmul_peak(n: int = 1024, reps: int = 4, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
+    """fp32 matmul FLOP/s this device reaches now (the MFU denominator on a CPU)."""
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        if device != "cpu":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+class ThroughputMonitor(Callback):
+    """Logs ``perf/samples_per_s``, ``perf/tokens_per_s`` and ``perf/mfu`` while training.
+
+    Samples and tokens come from the task's ``count_batch(batch)``. FLOPs of a training step are
+    counted once, on the second batch, with ``torch.utils.flop_counter.FlopCounterMode`` (forward
+    and backward as they really run); MFU divides the achieved FLOP/s by the device's peak (the
+    datasheet value on GPUs, a measured fp32 matmul peak on CPUs, or ``peak_flops``). Times are
+    taken between consecutive batch ends, so data loading counts.
+    """
+
+    def __init__(self, log_every_n_steps: int = 50, peak_flops: float | None = None) -> None:
+        self.log_every_n_steps = log_every_n_steps
+        self.peak_flops = peak_flops
+        self.flops_per_batch: float | None = None
+        self._counter: Any = None
+        self._last: float | None = None
+        self._window: list[tuple[float, int, int]] = []
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.peak_flops is None:
+            dev = pl_module.device
+            if dev.type == "cuda":
+                from lightning.fabric.utilities.throughput import get_available_flops
+
+                dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float16 if "16" in str(trainer.precision) else torch.float32
+                self.peak_flops = get_available_flops(dev, dtype)
+            elif dev.type == "cpu":
+                self.peak_flops = measure_matmul_peak()
+        self._last = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.flops_per_batch is None and batch_idx == 1 and self._counter is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            self._counter = FlopCounterMode(display=False)
+            self._counter.__enter__()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._counter is not None:
+            self._counter.__exit__(None, None, None)
+            self.flops_per_batch = float(self._counter.get_total_flops())
+            self._counter = None
+            now = time.perf_counter()  # the counted step ran slower: leave it out of the window
+            self._last = None
+        count = getattr(pl_module, "count_batch", None)
+        samples, tokens = count(batch) if count else (0, 0)
+        if self._last is not None:
+            self._window.append((now - self._last, samples, tokens))
+        self._last = now
+        if len(self._window) >= self.log_every_n_steps:
+            dt = sum(w[0] for w in self._window)
+            world = trainer.world_size
+            metrics = {
+                "perf/samples_per_s": world * sum(w[1] for w in self._window) / dt,
+                "perf/tokens_per_s": world * sum(w[2] for w in self._window) / dt,
+            }
+            if self.flops_per_batch and self.peak_flops:
+                metrics["perf/mfu"] = self.flops_per_batch * len(self._window) / dt / self.peak_flops
+            self._window.clear()
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False, rank_zero_only=True)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._last = None  # validation time is not training throughput
+
+
+def attention_rollout(maps: list[torch.Tensor], num_prefix: int = 1) -> torch.Tensor:
+    """Attention rollout (Abnar & Zuidema 2020) from the first token to the others.
+
+    ``maps``: per layer ``(B, heads, T, T)``. Heads are averaged, the residual is added as
+    ``0.5 A + 0.5 I``, rows renormalised, and the layers multiplied. Returns ``(B, T - prefix)``.
+    """
+    b, _, t, _ = maps[0].shape
+    eye = torch.eye(t, device=maps[0].device).expand(b, t, t)
+    rollout = eye
+    for a in maps:
+        a = 0.5 * a.mean(1) + 0.5 * eye
+        a = a / a.sum(-1, keepdim=True)
+        rollout = a @ rollout
+    return rollout[:, 0, num_prefix:]
+
+
+def _heat_colors(h: torch.Tensor) -> torch.Tensor:
+    """A dark-blue -> red -> yellow colour map of ``h`` in [0, 1]; ``(H, W)`` -> ``(3, H, W)``."""
+    anchors = torch.tensor([[0.0, 0.0, 0.3], [0.8, 0.0, 0.2], [1.0, 0.6, 0.0], [1.0, 1.0, 0.6]])
+    x = h.clamp(0, 1) * (len(anchors) - 1)
+    i = x.floor().long().clamp(max=len(anchors) - 2)
+    f = (x - i).unsqueeze(-1)
+    return ((1 - f) * anchors[i] + f * anchors[i + 1]).permute(2, 0, 1)
+
+
+def attention_overlays(images: torch.Tensor, heat: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """Each image beside its rollout heat map: ``(B, 3, H, 2W)`` in [0, 1]."""
+    b, c, h, w = images.shape
+    img = images.float()
+    lo, hi = img.amin(dim=(1, 2, 3), keepdim=True), img.amax(dim=(1, 2, 3), keepdim=True)
+    img = ((img - lo) / (hi - lo + 1e-8)).expand(b, 3, h, w) if c == 1 else (img - lo) / (hi - lo + 1e-8)
+    heat = heat.reshape(b, 1, *grid)
+    heat = torch.nn.functional.interpolate(heat, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+    heat = heat / heat.amax(dim=(1, 2), keepdim=True).clamp_min(1e-8)
+    colored = torch.stack([_heat_colors(x.cpu()) for x in heat]).to(img.device)
+    return torch.cat([img, 0.45 * img + 0.55 * colored], dim=3)
+
+
+class AttentionMapLogger(Callback):
+    """After each validation, pictures of where [CLS] looks: attention rollout on the first
+    ``num_images`` validation images, logged to W&B (``val/attention``) and saved as a PNG
+    under ``<run>/media/``."""
+
+    def __init__(self, num_images: int = 4, every_n_epochs: int = 1) -> None:
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+        self._images: torch.Tensor | None = None
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0 and hasattr(pl_module, "example_images"):
+            self._images = pl_module.example_images(batch)[: self.num_images].detach()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._images is None or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        net = getattr(pl_module, "eval_net", None)
+        if net is None or not hasattr(net, "attention_maps"):
+            return
+        images = self._images
+        maps = net.attention_maps(images)
+        pe = net.patch_embed
+        grid = (images.shape[-2] // pe.patch_size[0], images.shape[-1] // pe.patch_size[1])
+        pictures = attention_overlays(images, attention_rollout(maps, pe.num_prefix_tokens), grid).cpu()
+        self._images = None
+        step = trainer.global_step
+        if trainer.log_dir:
+            from torchvision.utils import save_image
+
+            out = Path(trainer.log_dir) / "media"
+            out.mkdir(parents=True, exist_ok=True)
+            save_image(pictures, out / f"attention_step{step:07d}.png", nrow=1)
+        logger = trainer.logger
+        if logger is not None and hasattr(logger, "log_image"):
+            arrays = [p.permute(1, 2, 0).numpy() for p in pictures]
+            logger.log_image(key="val/attention", images=arrays, step=step, caption=[f"image {i}" for i in range(len(arrays))])
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predict`` results as JSON lines (one per input, in order) to ``path``
+    (default ``<run>/predictions.jsonl``), atomically. Rows come from the task's
+    ``prediction_rows(output)``; an ``id`` column comes from the DataModule's ``predict_ids``."""
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+        self.written: Path | None = None
+
+    def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
+        rows: list[dict[str, Any]] = []
+        for out in outputs:
+            rows += pl_module.prediction_rows(out)
+        ids = getattr(trainer.datamodule, "predict_ids", None) if trainer.datamodule is not None else None
+        if ids is not None and len(ids) == len(rows):
+            rows = [{"id": i, **r} for i, r in zip(ids, rows)]
+        path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.jsonl")
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+        self.written = path
+        rank_zero_info(f"tfm: wrote {len(rows)} predictions to {path}")

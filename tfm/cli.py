@@ -1,0 +1,340 @@
+"""``python -m tfm fit|validate|test|predict --config configs/<experiment>.yaml``.
+
+The only place that wires tasks, DataModules, the Trainer, the run folder and the logger:
+
+* the model and the data are chosen by ``class_path`` in the YAML; data-dependent arguments
+  (number of classes, image size, ...) are linked from the DataModule to the model;
+* every run writes into ``runs/<name>/<version>/`` (``config.yaml``, ``checkpoints/``,
+  ``wandb/``, ``media/``, ``predictions.jsonl``), where ``name`` defaults to the config file's
+  stem and ``version`` to the SLURM job id or the start time; ``--ckpt_path last`` resumes the
+  newest run of that name in its own folder, and nothing of an earlier run is overwritten;
+* the logger is W&B, offline unless W&B credentials are present (``WANDB_API_KEY``);
+* user mistakes end with one line ``tfm: error: ...`` and exit status 2.
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from .callbacks import AttentionMapLogger, PredictionWriter, ThroughputMonitor
+from .errors import UserError
+from .nn.convert import ConversionError
+from .tasks import TaskModule
+from . import data as _data  # noqa: F401  (registers DataModules for short class paths)
+
+
+@dataclass
+class RunOptions:
+    """Where a run writes and what it logs.
+
+    Args:
+        name: experiment name; default: the config file's stem.
+        version: run version; default: ``$SLURM_JOB_ID`` or the start time.
+        root: folder holding all runs.
+        project: W&B project.
+        wandb: log to W&B (offline when no credentials are set); False logs nothing.
+        test_after_fit: after ``fit``, test the best checkpoint and print the test metrics.
+        save_every_n_steps: also checkpoint every N optimizer steps (``last.ckpt`` is refreshed).
+        media_images: validation images whose attention maps are drawn each validation (0: none).
+    """
+
+    name: str | None = None
+    version: str | None = None
+    root: str = "runs"
+    project: str = "tfm"
+    wandb: bool = True
+    test_after_fit: bool = False
+    save_every_n_steps: int | None = None
+    media_images: int = 4
+
+
+def default_precision() -> str:
+    """bf16 mixed precision on GPUs that have it, fp32 elsewhere (bf16 on a CPU is very slow)."""
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def wandb_online() -> bool:
+    """True when W&B can log online: an API key in the environment or in ``~/.netrc``."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def new_version(parent: Path, suffix: str = "") -> str:
+    base = os.environ.get("SLURM_JOB_ID") or time.strftime("%Y%m%d-%H%M%S")
+    version, k = base + suffix, 2
+    while (parent / version).exists():
+        version, k = f"{base}{suffix}-{k}", k + 1
+    return version
+
+
+def find_last_checkpoint(exp_dir: Path, version: str | None = None) -> Path | None:
+    """The newest ``<exp_dir>/<version>/checkpoints/last.ckpt``."""
+    pattern = f"{version}/checkpoints/last.ckpt" if version else "*/checkpoints/last.ckpt"
+    found = [p for p in exp_dir.glob(pattern) if p.exists()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A Lightning checkpoint, read lazily; a clear error when it is not one."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    except Exception as e:  # truncated, corrupted, not a torch file
+        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is truncated, corrupted or not a tfm checkpoint") from None
+
+
+def check_checkpoint_fits(path: Path, model: torch.nn.Module) -> None:
+    """Fail with one line when a checkpoint was written by another model than the configured one."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict")
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} has no state_dict: it is not a Lightning checkpoint")
+    own = model.state_dict()
+    hp = ckpt.get("hyper_parameters", {}) or {}
+    written_by = hp.get("_class_path", "another model")
+    if hp.get("arch"):
+        written_by += f" (arch={hp['arch']})"
+    for k, v in own.items():
+        if k not in state:
+            raise UserError(f"checkpoint {path} does not fit the configured {type(model).__name__}: it lacks {k}; it was written by {written_by}. Use the config that trained it (its run folder has config.yaml)")
+        if tuple(state[k].shape) != tuple(v.shape):
+            raise UserError(
+                f"checkpoint {path} does not fit the configured {type(model).__name__}: {k} is {tuple(state[k].shape)} there but "
+                f"{tuple(v.shape)} here; it was written by {written_by}. Use the config that trained it (its run folder has config.yaml)"
+            )
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise UserError(f"checkpoint {path} does not fit the configured {type(model).__name__}: it has {extra[0]} the model lacks; it was written by {written_by}")
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config into the run folder (``config.yaml``; a resumed run adds
+    ``config.resume1.yaml``, ... and never overwrites) and attaches it, with the git commit, to
+    the W&B run."""
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir:
+            d, k = Path(trainer.log_dir), 1
+            self.config_filename = "config.yaml"
+            while (d / self.config_filename).exists():
+                self.config_filename, k = f"config.resume{k}.yaml", k + 1
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import yaml
+
+                cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+                logger.experiment.config.update({"tfm_config": cfg, "git_commit": git_commit()}, allow_val_change=True)
+
+
+class TFMCLI(LightningCLI):
+    """LightningCLI with tfm's run folders, default logger and callbacks."""
+
+    def __init__(self, args: Any = None, run: bool = True) -> None:
+        self.run_dir: Path | None = None
+        super().__init__(
+            model_class=TaskModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigSaver,
+            trainer_defaults={"precision": default_precision()},
+            seed_everything_default=0,
+            auto_configure_optimizers=False,
+            args=args,
+            run=run,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunOptions, "run", fail_untyped=True)
+        for attr in ("num_classes", "class_names", "image_size", "in_chans"):
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """The config decides the model; a checkpoint must fit it (checked before training) rather
+        than silently replace the configured architecture with its own."""
+
+    # --- the run folder ---------------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        sub = self.subcommand
+        cfg = self.config[sub]
+        opts = cfg.run
+        configs = cfg.get("config") or []
+        name = opts.name or (Path(str(configs[-1])).stem if configs else cfg.model.class_path.rsplit(".", 1)[-1].lower())
+        exp_dir = Path(opts.root) / name
+        ckpt = cfg.get("ckpt_path")
+        run_dir = None
+        if ckpt in ("last", "best"):
+            last = find_last_checkpoint(exp_dir, opts.version)
+            if last is None:
+                if sub != "fit":
+                    raise UserError(f"--ckpt_path {ckpt}: no checkpoint under {exp_dir}/*/checkpoints/: train first or pass a checkpoint file")
+                rank_zero_warn(f"--ckpt_path last: no checkpoint under {exp_dir}/*/checkpoints/, starting a fresh run")
+                ckpt = None
+            else:
+                ckpt = str(best_checkpoint(last) if ckpt == "best" else last)
+                if sub == "fit":
+                    run_dir = last.parent.parent
+        elif ckpt:
+            p = Path(ckpt)
+            if not p.is_file():
+                raise UserError(f"--ckpt_path {ckpt} does not exist (use a .ckpt file, 'last' or 'best')")
+            if sub == "fit" and p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").exists():
+                run_dir = p.parent.parent  # resume the run the checkpoint belongs to, in its folder
+        if run_dir is None:
+            if opts.version and (exp_dir / opts.version).exists():
+                raise UserError(
+                    f"run folder {exp_dir / opts.version} already exists: resume it with --ckpt_path last, or choose another --run.version"
+                )
+            run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
+        cfg.ckpt_path = ckpt
+        cfg.trainer.default_root_dir = str(run_dir)
+        self.run_name, self.run_dir = name, run_dir
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        cfg = self.config_init[self.subcommand]
+        opts = cfg.run
+        ckpt = cfg.get("ckpt_path")
+        if ckpt:
+            check_checkpoint_fits(Path(ckpt), self.model)
+        run_dir = self.run_dir
+        user_callbacks = list(cfg.trainer.get("callbacks") or [])
+        callbacks = list(user_callbacks)
+        if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            metric, mode = getattr(self.model, "monitor", ("val/loss", "min"))
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=run_dir / "checkpoints",
+                    filename="best-{epoch}-{step}",
+                    monitor=metric,
+                    mode=mode,
+                    save_last=True,
+                    save_top_k=1,
+                )
+            )
+            if opts.save_every_n_steps:
+                callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=opts.save_every_n_steps, save_top_k=1, save_last=True))
+        if not any(isinstance(c, ProgressBar) for c in callbacks) and cfg.trainer.get("enable_progress_bar") is not False:
+            callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=50))
+        if self.subcommand == "fit":
+            callbacks.append(ThroughputMonitor(log_every_n_steps=cfg.trainer.get("log_every_n_steps") or 50))
+        if opts.media_images and self.subcommand in ("fit", "validate"):
+            callbacks.append(AttentionMapLogger(opts.media_images))
+        if self.subcommand == "predict":
+            callbacks.append(PredictionWriter(str(run_dir / "predictions.jsonl")))
+        logger = cfg.trainer.get("logger")
+        if logger is None or logger is True:
+            if opts.wandb:
+                logger = self._wandb_logger(opts, run_dir)
+                callbacks.append(LearningRateMonitor("step"))
+            else:
+                logger = False
+        return super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
+
+    def _wandb_logger(self, opts: RunOptions, run_dir: Path) -> Any:
+        from lightning.pytorch.loggers import WandbLogger
+
+        id_file = run_dir / "wandb_id"
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            import secrets
+            import string
+
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(run_id + "\n")
+        online = wandb_online() or os.environ.get("WANDB_MODE") == "online"
+        return WandbLogger(
+            project=opts.project,
+            name=f"{self.run_name}/{run_dir.name}",
+            group=self.run_name,
+            save_dir=str(run_dir),
+            id=run_id,
+            offline=not online,
+            resume="allow",
+        )
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].run.test_after_fit:
+            has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+
+
+def best_checkpoint(last: Path) -> Path:
+    """The best checkpoint the run's ModelCheckpoint recorded (``last.ckpt`` when none)."""
+    state = load_checkpoint(last).get("callbacks", {})
+    for key, value in state.items():
+        if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
+            best = Path(value["best_model_path"])
+            if best.is_file():
+                return best
+            candidate = last.parent / best.name
+            if candidate.is_file():
+                return candidate
+    return last
+
+
+def _finish_wandb() -> None:
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
+def _user_error(e: BaseException | None) -> BaseException | None:
+    """The user mistake behind an exception (jsonargparse wraps errors raised in constructors)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (UserError, ConversionError)):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def main(args: list[str] | None = None) -> TFMCLI | None:
+    """Entry point of ``python -m tfm`` and the ``tfm`` script; returns the CLI (for tests)."""
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    try:
+        return TFMCLI(args=args)
+    except Exception as e:
+        user_error = _user_error(e)
+        if user_error is None:
+            raise
+        print(f"tfm: error: {user_error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    finally:
+        _finish_wandb()

@@ -1,0 +1,386 @@
+"""Image classification data: bundled Fashion-MNIST, image folders, Hugging Face datasets."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision.transforms import v2
+
+from ..errors import UserError
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def read_idx(path: str | Path) -> Tensor:
+    """An IDX file (the MNIST format), gzipped or not, as a uint8 tensor."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise UserError(f"{path} is not an unsigned-byte IDX file (the MNIST format)")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    return torch.frombuffer(bytearray(data[4 + 4 * ndim :]), dtype=torch.uint8).reshape(shape)
+
+
+def load_fashion_mnist(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
+    """Images ``(N, 1, 28, 28)`` uint8 and labels ``(N,)`` of the ``train`` or ``test`` split."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    root = Path(root)
+    images, labels = root / f"{prefix}-images-idx3-ubyte.gz", root / f"{prefix}-labels-idx1-ubyte.gz"
+    for f in (images, labels):
+        if not f.is_file():
+            raise UserError(f"Fashion-MNIST file {f} does not exist: point --data.data_dir at the folder with the IDX files")
+    return read_idx(images).unsqueeze(1), read_idx(labels).long()
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one uint8 tensor; ``transform`` runs per sample."""
+
+    def __init__(self, images: Tensor, labels: Tensor, transform: Callable | None = None) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        x = self.images[i]
+        return (self.transform(x) if self.transform else x), int(self.labels[i])
+
+
+class FileImageDataset(Dataset):
+    """Image files with integer labels (-1 when unlabelled, for ``predict``)."""
+
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Callable | None, mode: str) -> None:
+        self.files, self.labels, self.transform, self.mode = list(files), list(labels), transform, mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        from PIL import Image
+
+        with Image.open(self.files[i]) as im:
+            img = im.convert(self.mode)
+        return (self.transform(img) if self.transform else img), self.labels[i]
+
+
+class HFImageDataset(Dataset):
+    """A split of a Hugging Face ``datasets`` image dataset."""
+
+    def __init__(self, ds: Any, image_key: str, label_key: str, transform: Callable | None, mode: str) -> None:
+        self.ds, self.image_key, self.label_key, self.transform, self.mode = ds, image_key, label_key, transform, mode
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        row = self.ds[i]
+        img = row[self.image_key].convert(self.mode)
+        return (self.transform(img) if self.transform else img), int(row[self.label_key])
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def scan_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:
+    """``folder/<class>/<image>`` (torchvision ``ImageFolder`` layout) -> files, labels, classes."""
+    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise UserError(f"image folder {folder} has no class sub-folders: expected {folder}/<class name>/<image files>")
+    files, labels = [], []
+    for i, c in enumerate(classes):
+        found = _image_files(folder / c)
+        files += found
+        labels += [i] * len(found)
+    if not files:
+        raise UserError(f"image folder {folder} has no images ({', '.join(IMAGE_EXTENSIONS)}) in its class folders")
+    return files, labels, classes
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """A deterministic ``(rest, held_out)`` split of ``range(n)``."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    k = int(round(n * fraction))
+    return sorted(perm[k:]), sorted(perm[:k])
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Images and class labels for :class:`~tfm.tasks.ImageClassification`.
+
+    Args:
+        dataset: ``fashion_mnist`` (bundled in ``data/``), a folder in ``ImageFolder`` layout
+            (with ``train``/``val``/``test`` sub-folders, or one folder that is split), a folder
+            written by ``datasets.save_to_disk``, or a Hugging Face dataset name (``hf:cifar10``,
+            or a name with no such local path).
+        data_dir: where the bundled Fashion-MNIST IDX files are.
+        image_size: size the model sees; default: the images' own size (Fashion-MNIST 28),
+            224 for folders and HF datasets.
+        batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
+        num_workers: DataLoader worker processes.
+        val_fraction: part of the training data held out for validation when there is no
+            validation split (deterministic for ``split_seed``).
+        crop_padding: random crop after zero-padding by this many pixels (small images);
+            default ``image_size // 8``. Large images get a random resized crop instead.
+        hflip: probability of a horizontal flip (0 where flips change the meaning).
+        color_jitter: brightness/contrast/saturation jitter for RGB images (0 for none).
+        rand_augment: a timm RandAugment spec such as ``rand-m9-mstd0.5``, or None.
+        random_erasing: probability of timm-style random erasing, or 0.
+        predict_path: an image file or folder to predict; default: the test split.
+    """
+
+    def __init__(
+        self,
+        dataset: str = "fashion_mnist",
+        data_dir: str = "data/fashion_mnist",
+        image_size: int | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        split_seed: int = 0,
+        crop_padding: int | None = None,
+        hflip: float = 0.5,
+        color_jitter: float = 0.0,
+        rand_augment: str | None = None,
+        random_erasing: float = 0.0,
+        mean: tuple[float, ...] | None = None,
+        std: tuple[float, ...] | None = None,
+        image_key: str = "image",
+        label_key: str = "label",
+        predict_path: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.dataset = dataset
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.split_seed = split_seed
+        self.hflip, self.color_jitter, self.rand_augment = hflip, color_jitter, rand_augment
+        self.random_erasing = random_erasing
+        self.image_key, self.label_key = image_key, label_key
+        self.predict_path = Path(predict_path) if predict_path else None
+        if self.predict_path is not None and not self.predict_path.exists():
+            raise UserError(f"--data.predict_path {self.predict_path} does not exist")
+        self._splits: dict[str, Any] = {}
+        self._inspect_source()
+        self.image_size = image_size or self._native_size
+        self.crop_padding = crop_padding if crop_padding is not None else self.image_size // 8
+        grey = self.in_chans == 1
+        self.mean = mean or (FASHION_MNIST_MEAN if self.kind == "fashion_mnist" else (0.5,) if grey else IMAGENET_MEAN)
+        self.std = std or (FASHION_MNIST_STD if self.kind == "fashion_mnist" else (0.5,) if grey else IMAGENET_STD)
+
+    # --- what the data is (cheap: runs in __init__ so the CLI can link it to the model) ------------
+    def _inspect_source(self) -> None:
+        name = self.dataset
+        path = Path(name)
+        if name == "fashion_mnist":
+            self.kind, self.class_names, self.in_chans, self._native_size = "fashion_mnist", list(FASHION_MNIST_CLASSES), 1, 28
+            for f in ("train-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte.gz"):
+                if not (self.data_dir / f).is_file():
+                    raise UserError(f"Fashion-MNIST file {self.data_dir / f} does not exist: set --data.data_dir to the folder holding it")
+            return
+        if name.startswith("hf:") or (not path.exists() and not _looks_like_path(name)):
+            self._inspect_hf(name.removeprefix("hf:"), local=False)
+            return
+        if not path.exists():
+            raise UserError(f"data path {path} does not exist: pass an image folder, a saved dataset, 'fashion_mnist' or hf:<name>")
+        if not path.is_dir():
+            raise UserError(f"data path {path} is a file: pass a folder of <class>/<image> sub-folders")
+        if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+            self._inspect_hf(str(path), local=True)
+            return
+        self.kind = "folder"
+        roots = {s: path / s for s in ("train", "val", "validation", "test") if (path / s).is_dir()}
+        if "train" in roots:
+            files, labels, classes = scan_image_folder(roots["train"])
+            self._splits["train"] = (files, labels)
+            for split, key in (("val", "val"), ("val", "validation"), ("test", "test")):
+                if key in roots and split not in self._splits:
+                    f, lab, c = scan_image_folder(roots[key])
+                    if c != classes:
+                        extra = sorted(set(c) - set(classes))
+                        raise UserError(f"{roots[key]} has classes {extra or c} that {roots['train']} lacks: every split needs the same class folders")
+                    self._splits[split] = (f, lab)
+        else:
+            files, labels, classes = scan_image_folder(path)
+            self._splits["all"] = (files, labels)
+        self.class_names = classes
+        from PIL import Image
+
+        with Image.open(files[0]) as im:
+            self.in_chans = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+        self._native_size = 224
+
+    def _inspect_hf(self, name: str, local: bool) -> None:
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name)
+        except Exception as e:  # network, unknown name, ...
+            raise UserError(f"could not load the Hugging Face dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        if isinstance(ds, datasets.Dataset):
+            ds = datasets.DatasetDict({"train": ds})
+        if "train" not in ds:
+            raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
+        feats = ds["train"].features
+        for key in (self.image_key, self.label_key):
+            if key not in feats:
+                raise UserError(f"dataset {name!r} has no column {key!r}: set --data.image_key/--data.label_key (columns: {', '.join(feats)})")
+        label = feats[self.label_key]
+        self.class_names = list(label.names) if hasattr(label, "names") else [str(i) for i in range(max(ds["train"][self.label_key]) + 1)]
+        self.kind, self._hf = "hf", ds
+        first = ds["train"][0][self.image_key]
+        self.in_chans = 1 if first.mode in ("L", "1") else 3
+        self._native_size = 224 if max(first.size) > 64 else max(first.size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # --- transforms -------------------------------------------------------------------------------
+    def train_transform(self) -> Callable:
+        size, ops = self.image_size, []
+        if self.kind != "fashion_mnist":
+            ops.append(v2.PILToTensor())
+        if self.rand_augment:
+            from timm.data.auto_augment import rand_augment_transform
+
+            fill = tuple(int(255 * m) for m in self.mean)
+            ops += [v2.ToPILImage(), rand_augment_transform(self.rand_augment, {"img_mean": fill if len(fill) == 3 else fill[0]}), v2.PILToTensor()]
+        if size <= 64:
+            if self._native_size != size:
+                ops.append(v2.Resize(size, antialias=True))
+            if self.crop_padding:
+                ops.append(v2.RandomCrop(size, padding=self.crop_padding))
+        else:
+            ops.append(v2.RandomResizedCrop(size, antialias=True))
+        if self.hflip:
+            ops.append(v2.RandomHorizontalFlip(self.hflip))
+        if self.color_jitter and self.in_chans == 3:
+            cj = self.color_jitter
+            ops.append(v2.ColorJitter(cj, cj, cj))
+        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        if self.random_erasing:
+            ops.append(v2.RandomErasing(self.random_erasing, value=0))
+        return v2.Compose(ops)
+
+    def eval_transform(self) -> Callable:
+        size, ops = self.image_size, []
+        if self.kind != "fashion_mnist":
+            ops.append(v2.PILToTensor())
+        if size > 64:
+            ops += [v2.Resize(int(size / 0.875), antialias=True), v2.CenterCrop(size)]
+        elif self._native_size != size:
+            ops.append(v2.Resize((size, size), antialias=True))
+        ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        return v2.Compose(ops)
+
+    # --- splits -----------------------------------------------------------------------------------
+    def _make(self, split: str, transform: Callable) -> Dataset:
+        mode = "L" if self.in_chans == 1 else "RGB"
+        if self.kind == "fashion_mnist":
+            if split == "test":
+                x, y = load_fashion_mnist(self.data_dir, "test")
+                return TensorImageDataset(x, y, transform)
+            x, y = load_fashion_mnist(self.data_dir, "train")
+            train_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
+            idx = torch.tensor(train_idx if split == "train" else val_idx)
+            return TensorImageDataset(x[idx], y[idx], transform)
+        if self.kind == "folder":
+            if split in self._splits:
+                return FileImageDataset(*self._splits[split], transform, mode)
+            if "all" in self._splits:  # one folder: 80/10/10, deterministic
+                files, labels = self._splits["all"]
+                rest, test = split_indices(len(files), 0.1, self.split_seed)
+                train, val = split_indices(len(rest), self.val_fraction, self.split_seed + 1)
+                pick = {"train": [rest[i] for i in train], "val": [rest[i] for i in val], "test": test}[split]
+                return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], transform, mode)
+            files, labels = self._splits["train"]
+            train, val = split_indices(len(files), self.val_fraction, self.split_seed)
+            if split == "test" and "val" in self._splits:
+                return FileImageDataset(*self._splits["val"], transform, mode)
+            pick = train if split == "train" else val
+            return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], transform, mode)
+        ds = self._hf
+        names = {"train": ["train"], "val": ["validation", "val", "valid"], "test": ["test"]}[split]
+        for n in names:
+            if n in ds:
+                return HFImageDataset(ds[n], self.image_key, self.label_key, transform, mode)
+        train, val = split_indices(len(ds["train"]), self.val_fraction, self.split_seed)
+        if split == "test" and "validation" not in ds:
+            raise UserError("the dataset has no test split")
+        pick = train if split == "train" else val
+        return HFImageDataset(ds["train"].select(pick), self.image_key, self.label_key, transform, mode)
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.train_set = self._make("train", self.train_transform())
+            self.val_set = self._make("val", self.eval_transform())
+        elif stage == "validate":
+            self.val_set = self._make("val", self.eval_transform())
+        elif stage == "test":
+            self.test_set = self._make("test", self.eval_transform())
+        elif stage == "predict":
+            if self.predict_path is None:
+                self.predict_set = self._make("test", self.eval_transform())
+                return
+            files = [self.predict_path] if self.predict_path.is_file() else _image_files(self.predict_path)
+            if not files:
+                raise UserError(f"--data.predict_path {self.predict_path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+            tf = self.eval_transform() if self.kind != "fashion_mnist" else v2.Compose([v2.PILToTensor(), v2.Resize((self.image_size,) * 2, antialias=True), self.eval_transform()])
+            self.predict_set = FileImageDataset(files, [-1] * len(files), tf, "L" if self.in_chans == 1 else "RGB")
+
+    @property
+    def predict_ids(self) -> list[str]:
+        """A name for each predicted row: its file, or its index in the test split."""
+        ds = self.predict_set
+        if isinstance(ds, FileImageDataset):
+            return [str(f) for f in ds.files]
+        return [str(i) for i in range(len(ds))]
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=train and len(ds) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.predict_set, False)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A name meant as a local path (its first folder exists here, or it starts like a path),
+    rather than a Hugging Face hub name such as ``cifar10`` or ``uoft-cs/cifar10``."""
+    p = Path(name).expanduser()
+    return name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1 or (len(p.parts) > 1 and Path(p.parts[0]).exists())
