@@ -181,6 +181,17 @@ class TFMCLI(LightningCLI):
         for attr in ("num_classes", "class_names", "image_size", "in_chans"):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse errors (an unknown key, a bad value) become one line instead of a usage dump."""
+        from jsonargparse import ArgumentError
+
+        for p in [parser, *getattr(self, "_subcommand_parsers", {}).values()]:
+            p.exit_on_error = False
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            raise UserError(concise_parse_error(str(e))) from None
+
     def _parse_ckpt_path(self) -> None:
         """The config decides the model; a checkpoint must fit it (checked before training) rather
         than silently replace the configured architecture with its own."""
@@ -291,6 +302,27 @@ class TFMCLI(LightningCLI):
         if self.config[self.subcommand].run.test_after_fit:
             has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)
+
+
+def concise_parse_error(message: str) -> str:
+    """The gist of a jsonargparse error: which key is unknown or which value is bad."""
+    import re
+
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    where = ".".join(keys)
+    for pattern, template in (
+        (r"Option '([^']+)' is not accepted", "unknown option {where}.{0}"),
+        (r'Key "([^"]+)" is not expected', "unknown key {where}.{0}"),
+        (r"Unrecognized arguments: (.+)", "unrecognized arguments: {0}"),
+        (r"Expected a (<[^>]+>|\S+)\. Got value: (.+)", "{where}: expected {0}, got {1!r}"),
+        (r"Expected a (<[^>]+>|\S+)", "{where}: expected {0}"),
+    ):
+        m = re.search(pattern, message)
+        if m:
+            text = template.format(*[g.strip() for g in m.groups()], where=where).lstrip(".")
+            return f"{text} (valid keys and types: --help, --print_config)"
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:400] + " (see --help)"
 
 
 def best_checkpoint(last: Path) -> Path:

@@ -13,6 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..nn.convert import load_state_dict_file, load_timm_vit, load_vit_backbone
 from ..nn.models import VIT_PRESETS, create_vit
+from ..errors import UserError
 from .base import TaskModule
 
 
@@ -61,7 +62,7 @@ class ImageClassification(TaskModule):
     ) -> None:
         super().__init__(**kwargs)
         if arch not in VIT_PRESETS:
-            raise ValueError(f"arch={arch!r} is not a ViT preset: use one of {', '.join(VIT_PRESETS)}")
+            raise UserError(f"arch={arch!r} is not a ViT preset: use one of {', '.join(VIT_PRESETS)}")
         self.save_hyperparameters()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
         self.net = create_vit(
@@ -105,8 +106,6 @@ class ImageClassification(TaskModule):
     def load_backbone(self, path: str) -> None:
         """Weights of a tfm checkpoint (``net.`` prefix) or of a timm ViT file."""
         p = Path(path)
-        from ..errors import UserError
-
         if not p.is_file():
             raise UserError(f"--model.init_from {p} does not exist")
         sd = load_state_dict_file(p)
