@@ -120,12 +120,31 @@ def _pair(x: int | tuple[int, int]) -> tuple[int, int]:
     return (x, x) if isinstance(x, int) else (int(x[0]), int(x[1]))
 
 
+def conv_stem(in_chans: int, dim: int, patch_size: int) -> nn.Sequential:
+    """Xiao et al. 2021, "Early convolutions help transformers see better": 3x3 stride-2
+    convolutions (BatchNorm, ReLU) down to the patch grid, then a 1x1 projection to ``dim``.
+    Same token grid as a ``patch_size`` patchify stem; it trains faster and more stably."""
+    k = int(math.log2(patch_size))
+    if 2**k != patch_size or k < 1:
+        raise ValueError(f"a conv stem needs a power-of-two patch size, not {patch_size}")
+    layers: list[nn.Module] = []
+    c_in = in_chans
+    for i in range(k):
+        c_out = max(dim // 2 ** (k - 1 - i), 16)
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    layers.append(nn.Conv2d(c_in, dim, 1))
+    return nn.Sequential(*layers)
+
+
 class PatchEmbedding(nn.Module):
     """Image -> ``[CLS] + patches`` tokens with learned position embeddings.
 
-    Non-overlapping ``patch_size`` patches are projected linearly (a strided convolution, as in
-    the paper and timm). Images of another size than ``image_size`` get position embeddings
-    interpolated on the fly; :meth:`set_image_size` makes such a resize permanent.
+    Non-overlapping ``patch_size`` patches are projected linearly (``stem="patch"``: a strided
+    convolution, as in the paper and timm), or by a small convolutional stem (``stem="conv"``,
+    :func:`conv_stem`) giving the same grid. Images of another size than ``image_size`` get
+    position embeddings interpolated on the fly; :meth:`set_image_size` makes such a resize
+    permanent.
     """
 
     def __init__(
@@ -136,13 +155,21 @@ class PatchEmbedding(nn.Module):
         dim: int = 768,
         class_token: bool = True,
         dropout: float = 0.0,
+        stem: str = "patch",
     ) -> None:
         super().__init__()
         self.image_size = _pair(image_size)
         self.patch_size = _pair(patch_size)
         if self.image_size[0] % self.patch_size[0] or self.image_size[1] % self.patch_size[1]:
             raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
-        self.proj = nn.Conv2d(in_chans, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        if stem == "patch":
+            self.proj: nn.Module = nn.Conv2d(in_chans, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        elif stem == "conv":
+            if self.patch_size[0] != self.patch_size[1]:
+                raise ValueError("a conv stem needs square patches")
+            self.proj = conv_stem(in_chans, dim, self.patch_size[0])
+        else:
+            raise ValueError(f"stem={stem!r}: use 'patch' or 'conv'")
         self.num_prefix_tokens = 1 if class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_prefix_tokens + self.num_patches, dim) * 0.02)

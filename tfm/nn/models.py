@@ -55,6 +55,7 @@ class VisionTransformer(nn.Module):
         global_pool: Literal["token", "avg"] = "token",
         class_token: bool = True,
         layer_norm_eps: float = 1e-6,
+        stem: Literal["patch", "conv"] = "patch",
     ) -> None:
         super().__init__()
         if global_pool == "token" and not class_token:
@@ -76,7 +77,7 @@ class VisionTransformer(nn.Module):
             drop_path=drop_path_rate,
             final_norm=global_pool == "token",
         )
-        self.patch_embed = PatchEmbedding(image_size, patch_size, in_chans, dim, class_token, dropout)
+        self.patch_embed = PatchEmbedding(image_size, patch_size, in_chans, dim, class_token, dropout, stem)
         self.encoder = Encoder(self.cfg)
         self.fc_norm = nn.LayerNorm(dim, eps=layer_norm_eps) if global_pool == "avg" else nn.Identity()
         self.head_drop = nn.Dropout(head_dropout) if head_dropout > 0 else nn.Identity()

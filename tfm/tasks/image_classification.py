@@ -28,6 +28,8 @@ class ImageClassification(TaskModule):
         drop_path_rate: stochastic depth of the last block (linear from 0 at the first).
         dropout: dropout on the residual branches; ``head_dropout`` before the classifier.
         global_pool: ``token`` ([CLS]) or ``avg`` (mean of patch tokens).
+        stem: ``patch`` (linear patch projection, the paper's) or ``conv`` (a small convolutional
+            stem with the same token grid, Xiao et al. 2021: converges much faster on small data).
         label_smoothing: of the cross-entropy targets.
         mixup, cutmix: alpha of timm Mixup / CutMix (0 for off); ``mixup_prob`` applies one per batch.
         init_from: a tfm checkpoint or timm ViT weights (``.safetensors``/``.pth``/``.bin``) to start
@@ -53,6 +55,7 @@ class ImageClassification(TaskModule):
         dropout: float = 0.0,
         head_dropout: float = 0.0,
         global_pool: Literal["token", "avg"] = "token",
+        stem: Literal["patch", "conv"] = "patch",
         label_smoothing: float = 0.1,
         mixup: float = 0.0,
         cutmix: float = 0.0,
@@ -79,6 +82,7 @@ class ImageClassification(TaskModule):
             dropout=dropout,
             head_dropout=head_dropout,
             global_pool=global_pool,
+            stem=stem,
         )
         if init_from:
             self.load_backbone(init_from)

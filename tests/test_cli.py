@@ -1,0 +1,155 @@
+"""The CLI as a user runs it: every config, overrides, run folders, resume, predict, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import CONFIGS, FEW_STEPS, TINY_VIT, make_image_folder
+from tfm.cli import main
+
+
+def fit(run_root, *args, config="configs/vit_tiny_fashion.yaml", sub="fit"):
+    return main([sub, "--config", config, f"--run.root={run_root}", *args])
+
+
+def only_run(root: Path, name: str = "vit_tiny_fashion") -> Path:
+    runs = sorted((root / name).iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# extra arguments a config needs to run one step here (data it names that a CPU test lacks)
+CONFIG_TEST_ARGS = {
+    "vit_base": lambda tmp: [f"--data.dataset={make_image_folder(tmp / 'imagenet_like' / 'train', per_class=2, size=224)}",
+                             "--data.batch_size=2", "--data.num_workers=0"],
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[c.stem for c in CONFIGS])
+def test_every_config_runs_one_step(config, tmp_path):
+    extra = CONFIG_TEST_ARGS.get(config.stem, lambda tmp: ["--data.batch_size=8"])(tmp_path)
+    cli = fit(tmp_path / "runs", "--trainer.max_steps=1", "--trainer.limit_val_batches=1", "--trainer.limit_test_batches=1",
+              "--trainer.enable_model_summary=false", *extra, config=str(config))
+    assert cli.trainer.global_step == 1
+    run = only_run(tmp_path / "runs", config.stem)
+    assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_print_config(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--config", "configs/vit_tiny_fashion.yaml", "--model.lr=0.01", "--print_config"])
+    assert e.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "tfm.tasks.ImageClassification"
+    assert cfg["model"]["init_args"]["lr"] == 0.01
+
+
+def test_run_folder_holds_config_checkpoints_wandb_and_pictures(run_root):
+    cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_epochs=3", "--model.lr=1e-3")
+    run = only_run(run_root)
+    assert run == Path(cli.trainer.default_root_dir)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["trainer"]["max_epochs"] == 3 and saved["model"]["init_args"]["lr"] == 1e-3
+    assert saved["model"]["init_args"]["dim"] == 32
+    ckpts = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
+    wandb_runs = list((run / "wandb").glob("offline-run-*"))
+    run_id = (run / "wandb_id").read_text().strip()
+    assert len(wandb_runs) == 1 and wandb_runs[0].name.endswith(run_id)
+    assert list((run / "media").glob("attention_step*.png"))
+    # the test after fit ran on the best checkpoint and printed metrics
+    assert 0.0 <= cli.trainer.callback_metrics["test/acc1"] <= 1.0
+
+
+def test_resume_from_last_continues_from_step_n(run_root):
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=4", "--trainer.limit_train_batches=4", "--trainer.max_epochs=5")
+    run = only_run(run_root)
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert first["global_step"] == 4
+    cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=8", "--trainer.limit_train_batches=4",
+              "--trainer.max_epochs=5", "--ckpt_path=last")
+    assert only_run(run_root) == run  # the same folder: nothing new
+    assert cli.trainer.global_step == 8
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 8
+    # AdamW counted 8 steps: it went on from the checkpoint's 4, not from a fresh start
+    assert next(iter(resumed["optimizer_states"][0]["state"].values()))["step"] == 8
+    assert (run / "config.yaml").is_file() and (run / "config.resume1.yaml").is_file()
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 2
+    assert all(p.name.endswith((run / "wandb_id").read_text().strip()) for p in (run / "wandb").glob("offline-run-*"))
+
+
+def test_ckpt_path_last_without_checkpoint_starts_fresh(run_root):
+    with pytest.warns(UserWarning, match="starting a fresh run"):
+        cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=1", "--ckpt_path=last")
+    assert cli.trainer.global_step == 1
+
+
+def test_validate_test_predict_from_a_checkpoint(run_root):
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
+    run = only_run(run_root)
+    ckpt = str(run / "checkpoints" / "last.ckpt")
+    cli = fit(run_root, *TINY_VIT, "--trainer.limit_val_batches=2", "--data.batch_size=16", f"--ckpt_path={ckpt}", sub="validate")
+    assert "val/acc1" in cli.trainer.callback_metrics
+    cli = fit(run_root, *TINY_VIT, "--trainer.limit_test_batches=2", "--data.batch_size=16", "--ckpt_path=best", sub="test")
+    assert "test/acc1" in cli.trainer.callback_metrics
+    cli = fit(run_root, *TINY_VIT, "--trainer.limit_predict_batches=2", "--data.batch_size=16", f"--ckpt_path={ckpt}", sub="predict")
+    out = Path(cli.trainer.default_root_dir) / "predictions.jsonl"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 32 and rows[0]["id"] == "0"
+    assert set(rows[0]) == {"id", "pred", "class", "confidence", "label"}
+    assert rows[0]["class"] in ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    # every command got its own folder; the training run is untouched
+    assert len(list((run_root / "vit_tiny_fashion").iterdir())) == 4
+
+
+def test_predict_on_an_image_folder(run_root, tmp_path):
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
+    ckpt = only_run(run_root) / "checkpoints" / "last.ckpt"
+    folder = make_image_folder(tmp_path / "imgs", per_class=2, size=28, mode="L")
+    cli = fit(run_root, *TINY_VIT, f"--data.predict_path={folder}", f"--ckpt_path={ckpt}", sub="predict")
+    rows = [json.loads(line) for line in (Path(cli.trainer.default_root_dir) / "predictions.jsonl").read_text().splitlines()]
+    assert [Path(r["id"]).name for r in rows] == ["0.png", "1.png", "0.png", "1.png"]
+
+
+def bad(capsys, run_root, *args, sub="fit"):
+    with pytest.raises(SystemExit) as e:
+        fit(run_root, *args, sub=sub)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_bad_input_is_one_clear_line_and_overwrites_nothing(capsys, run_root, tmp_path):
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
+    ckpt = only_run(run_root) / "checkpoints" / "last.ckpt"
+    before = snapshot(run_root)
+    capsys.readouterr()
+
+    assert bad(capsys, run_root, "--model.lrr=0.1") == "tfm: error: unknown option model.lrr (valid keys and types: --help, --print_config)"
+    assert bad(capsys, run_root, "--data.batch_size=many").startswith("tfm: error: data.batch_size: expected <class 'int'>, got 'many'")
+    assert bad(capsys, run_root, "--data.dataset=data/no_such_images") == (
+        "tfm: error: data path data/no_such_images does not exist: pass an image folder, a saved dataset, 'fashion_mnist' or hf:<name>")
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    assert "has no images" in bad(capsys, run_root, f"--data.dataset={tmp_path / 'empty'}")
+    msg = bad(capsys, run_root, f"--ckpt_path={ckpt}")  # the config's dim 128 model vs a dim 32 checkpoint
+    assert msg.startswith(f"tfm: error: checkpoint {ckpt} does not fit the configured ImageClassification:") and "arch=vit_tiny" in msg
+    assert "does not exist" in bad(capsys, run_root, "--ckpt_path=nowhere.ckpt")
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    assert "cannot be read" in bad(capsys, run_root, *TINY_VIT, f"--ckpt_path={broken}")
+    version = only_run(run_root).name
+    assert "already exists" in bad(capsys, run_root, f"--run.version={version}")
+
+    assert snapshot(run_root) == before  # no file written, none overwritten
