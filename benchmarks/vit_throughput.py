@@ -12,6 +12,7 @@ cross-entropy. Prints one JSON line per case: images/s and the ratio tfm / timm.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from pathlib import Path
 
@@ -22,15 +23,25 @@ from timm.optim import create_optimizer_v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import emit, interleaved  # noqa: E402
-from tfm.nn.convert import load_timm_vit  # noqa: E402
+from tfm.nn import create_vit  # noqa: E402
 from tfm.tasks.base import param_groups  # noqa: E402
 
 CASES = {
-    # the make-demo model (configs/vit_tiny_fashion.yaml)
-    "vit_tiny_fashion": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10, batch=256),
+    # the make-demo model (configs/vit_tiny_fashion.yaml): its convolutional stem goes into timm's
+    # PatchEmbed too (as its ``proj``), so both sides run the same network
+    "vit_tiny_fashion": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=128, depth=6, num_heads=4, mlp_ratio=2.0, num_classes=10, batch=128, stem="conv"),
     # ViT-Ti/16 at 224
-    "vit_tiny_224": dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, num_classes=1000, batch=32),
+    "vit_tiny_224": dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, num_classes=1000, batch=32, stem="patch"),
 }
+
+
+def to_timm_names(sd):
+    """tfm ViT names -> timm names (the inverse of tfm.nn.convert.timm_vit_to_tfm)."""
+    out = {}
+    for k, v in sd.items():
+        k = k.replace("patch_embed.cls_token", "cls_token").replace("patch_embed.pos_embed", "pos_embed")
+        out[k.removeprefix("encoder.")] = v
+    return out
 
 
 def train_step(model, optimizer, x, y):
@@ -50,10 +61,14 @@ def main() -> None:
     reps = args.reps or (5 if args.quick else 15)
     for name, c in CASES.items():
         cfg = dict(c)
-        batch = cfg.pop("batch")
+        batch, stem = cfg.pop("batch"), cfg.pop("stem")
         torch.manual_seed(0)
+        ours = create_vit("vit_tiny", image_size=cfg["img_size"], patch_size=cfg["patch_size"], in_chans=cfg["in_chans"],
+                          dim=cfg["embed_dim"], depth=cfg["depth"], num_heads=cfg["num_heads"], mlp_ratio=cfg["mlp_ratio"],
+                          num_classes=cfg["num_classes"], stem=stem)
         ref = timm.models.vision_transformer.VisionTransformer(**cfg, drop_path_rate=0.0)
-        ours = load_timm_vit(ref.state_dict(), num_heads=cfg["num_heads"])
+        ref.patch_embed.proj = copy.deepcopy(ours.patch_embed.proj)
+        ref.load_state_dict(to_timm_names(ours.state_dict()))
         ref.train(), ours.train()
         x = torch.randn(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"])
         y = torch.randint(0, cfg["num_classes"], (batch,))
@@ -61,7 +76,7 @@ def main() -> None:
         opt_ref = create_optimizer_v2(ref, "adamw", lr=1e-4, weight_decay=0.05)
         t = interleaved({"ours": train_step(ours, opt_ours, x, y), "timm": train_step(ref, opt_ref, x, y)}, warmup=3, reps=reps)
         emit("vit_throughput", "images_per_s", batch / t["ours"], batch / t["timm"], "timm VisionTransformer + timm AdamW",
-             {"case": name, "batch": batch, **cfg, "threads": torch.get_num_threads(), "reps": reps})
+             {"case": name, "batch": batch, "stem": stem, **cfg, "threads": torch.get_num_threads(), "reps": reps})
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def test_run_folder_holds_config_checkpoints_wandb_and_pictures(run_root):
     run_id = (run / "wandb_id").read_text().strip()
     assert len(wandb_runs) == 1 and wandb_runs[0].name.endswith(run_id)
     assert list((run / "media").glob("attention_step*.png"))
+    assert list(wandb_runs[0].glob("files/media/images/val/attention*.png"))  # the same pictures in W&B
     # the test after fit ran on the best checkpoint and printed metrics
     assert 0.0 <= cli.trainer.callback_metrics["test/acc1"] <= 1.0
 
@@ -153,3 +154,15 @@ def test_bad_input_is_one_clear_line_and_overwrites_nothing(capsys, run_root, tm
     assert "already exists" in bad(capsys, run_root, f"--run.version={version}")
 
     assert snapshot(run_root) == before  # no file written, none overwritten
+
+
+def test_throughput_and_mfu_are_logged(run_root):
+    cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.limit_train_batches=6", "--trainer.log_every_n_steps=2",
+              "--run.test_after_fit=false")
+    m = cli.trainer.callback_metrics
+    assert m["perf/samples_per_s"] > 0 and m["perf/tokens_per_s"] == pytest.approx(50 * m["perf/samples_per_s"])
+    assert 0 < m["perf/mfu"] < 1.5
+    monitor = next(c for c in cli.trainer.callbacks if type(c).__name__ == "ThroughputMonitor")
+    # FLOPs of one training step, counted as it ran: about 6 x block parameters x tokens x images
+    blocks = sum(p.numel() for p in cli.model.net.encoder.blocks.parameters())
+    assert 0.3 < monitor.flops_per_batch / (6 * blocks * 50 * 16) < 3

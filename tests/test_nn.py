@@ -230,3 +230,12 @@ def test_attention_maps_are_distributions():
     maps = m.attention_maps(torch.randn(3, 3, 16, 16))
     assert len(maps) == 2 and maps[0].shape == (3, 2, 17, 17)
     assert torch.allclose(maps[0].sum(-1), torch.ones(3, 2, 17))
+
+
+def test_conv_stem_gives_the_same_token_grid():
+    patch = PatchEmbedding(image_size=28, patch_size=4, in_chans=1, dim=32)
+    conv = PatchEmbedding(image_size=28, patch_size=4, in_chans=1, dim=32, stem="conv")
+    x = torch.randn(2, 1, 28, 28)
+    assert conv(x).shape == patch(x).shape == (2, 50, 32)
+    with pytest.raises(ValueError, match="power-of-two"):
+        PatchEmbedding(image_size=24, patch_size=6, dim=32, stem="conv")

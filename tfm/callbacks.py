@@ -16,8 +16,9 @@ from lightning.pytorch.utilities import rank_zero_info
 
 def measure_matmul_peak(n: int = 1024, reps: int = 4, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
     """fp32 matmul FLOP/s this device reaches now (the MFU denominator on a CPU)."""
-    a = torch.randn(n, n, dtype=dtype, device=device)
-    b = torch.randn(n, n, dtype=dtype, device=device)
+    g = torch.Generator(device=device).manual_seed(0)  # never the global RNG: training draws from it
+    a = torch.randn(n, n, dtype=dtype, device=device, generator=g)
+    b = torch.randn(n, n, dtype=dtype, device=device, generator=g)
     a @ b
     best = float("inf")
     for _ in range(reps):

@@ -169,7 +169,8 @@ class TFMCLI(LightningCLI):
             subclass_mode_model=True,
             subclass_mode_data=True,
             save_config_callback=RunConfigSaver,
-            trainer_defaults={"precision": default_precision()},
+            # tfm DataModules shard over DDP ranks themselves (ResumableSampler)
+            trainer_defaults={"precision": default_precision(), "use_distributed_sampler": False},
             seed_everything_default=0,
             auto_configure_optimizers=False,
             args=args,

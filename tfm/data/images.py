@@ -7,13 +7,13 @@ import struct
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from ..errors import UserError
+from .loading import ResumableDataModule
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -48,24 +48,23 @@ def load_fashion_mnist(root: str | Path, split: str) -> tuple[Tensor, Tensor]:
 
 
 class TensorImageDataset(Dataset):
-    """Images held in memory as one uint8 tensor; ``transform`` runs per sample."""
+    """Images held in memory as one uint8 tensor ``(N, C, H, W)``."""
 
-    def __init__(self, images: Tensor, labels: Tensor, transform: Callable | None = None) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(self, images: Tensor, labels: Tensor) -> None:
+        self.images, self.labels = images, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        x = self.images[i]
-        return (self.transform(x) if self.transform else x), int(self.labels[i])
+        return self.images[i], int(self.labels[i])
 
 
 class FileImageDataset(Dataset):
-    """Image files with integer labels (-1 when unlabelled, for ``predict``)."""
+    """Image files as uint8 tensors, with integer labels (-1 when unlabelled, for ``predict``)."""
 
-    def __init__(self, files: Sequence[Path], labels: Sequence[int], transform: Callable | None, mode: str) -> None:
-        self.files, self.labels, self.transform, self.mode = list(files), list(labels), transform, mode
+    def __init__(self, files: Sequence[Path], labels: Sequence[int], mode: str) -> None:
+        self.files, self.labels, self.mode = list(files), list(labels), mode
 
     def __len__(self) -> int:
         return len(self.files)
@@ -74,23 +73,21 @@ class FileImageDataset(Dataset):
         from PIL import Image
 
         with Image.open(self.files[i]) as im:
-            img = im.convert(self.mode)
-        return (self.transform(img) if self.transform else img), self.labels[i]
+            return v2.functional.pil_to_tensor(im.convert(self.mode)), self.labels[i]
 
 
 class HFImageDataset(Dataset):
-    """A split of a Hugging Face ``datasets`` image dataset."""
+    """A split of a Hugging Face ``datasets`` image dataset, as uint8 tensors."""
 
-    def __init__(self, ds: Any, image_key: str, label_key: str, transform: Callable | None, mode: str) -> None:
-        self.ds, self.image_key, self.label_key, self.transform, self.mode = ds, image_key, label_key, transform, mode
+    def __init__(self, ds: Any, image_key: str, label_key: str, mode: str) -> None:
+        self.ds, self.image_key, self.label_key, self.mode = ds, image_key, label_key, mode
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
         row = self.ds[i]
-        img = row[self.image_key].convert(self.mode)
-        return (self.transform(img) if self.transform else img), int(row[self.label_key])
+        return v2.functional.pil_to_tensor(row[self.image_key].convert(self.mode)), int(row[self.label_key])
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -119,7 +116,7 @@ def split_indices(n: int, fraction: float, seed: int) -> tuple[list[int], list[i
     return sorted(perm[k:]), sorted(perm[:k])
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(ResumableDataModule):
     """Images and class labels for :class:`~tfm.tasks.ImageClassification`.
 
     Args:
@@ -132,6 +129,7 @@ class ImageDataModule(pl.LightningDataModule):
             224 for folders and HF datasets.
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader worker processes.
+        seed: data order and augmentation seed (runs resume with exactly the same batches).
         val_fraction: part of the training data held out for validation when there is no
             validation split (deterministic for ``split_seed``).
         crop_padding: random crop after zero-padding by this many pixels (small images);
@@ -151,6 +149,7 @@ class ImageDataModule(pl.LightningDataModule):
         batch_size: int = 128,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
+        seed: int = 0,
         val_fraction: float = 0.1,
         split_seed: int = 0,
         crop_padding: int | None = None,
@@ -164,12 +163,9 @@ class ImageDataModule(pl.LightningDataModule):
         label_key: str = "label",
         predict_path: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
         self.dataset = dataset
         self.data_dir = Path(data_dir)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
         self.val_fraction = val_fraction
         self.split_seed = split_seed
         self.hflip, self.color_jitter, self.rand_augment = hflip, color_jitter, rand_augment
@@ -257,8 +253,6 @@ class ImageDataModule(pl.LightningDataModule):
     # --- transforms -------------------------------------------------------------------------------
     def train_transform(self) -> Callable:
         size, ops = self.image_size, []
-        if self.kind != "fashion_mnist":
-            ops.append(v2.PILToTensor())
         if self.rand_augment:
             from timm.data.auto_augment import rand_augment_transform
 
@@ -283,69 +277,66 @@ class ImageDataModule(pl.LightningDataModule):
 
     def eval_transform(self) -> Callable:
         size, ops = self.image_size, []
-        if self.kind != "fashion_mnist":
-            ops.append(v2.PILToTensor())
         if size > 64:
             ops += [v2.Resize(int(size / 0.875), antialias=True), v2.CenterCrop(size)]
-        elif self._native_size != size:
-            ops.append(v2.Resize((size, size), antialias=True))
+        else:
+            ops.append(v2.Resize((size, size), antialias=True))  # a no-op at the native size
         ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
         return v2.Compose(ops)
 
     # --- splits -----------------------------------------------------------------------------------
-    def _make(self, split: str, transform: Callable) -> Dataset:
+    def _make(self, split: str) -> Dataset:
         mode = "L" if self.in_chans == 1 else "RGB"
         if self.kind == "fashion_mnist":
             if split == "test":
-                x, y = load_fashion_mnist(self.data_dir, "test")
-                return TensorImageDataset(x, y, transform)
+                return TensorImageDataset(*load_fashion_mnist(self.data_dir, "test"))
             x, y = load_fashion_mnist(self.data_dir, "train")
             train_idx, val_idx = split_indices(len(y), self.val_fraction, self.split_seed)
             idx = torch.tensor(train_idx if split == "train" else val_idx)
-            return TensorImageDataset(x[idx], y[idx], transform)
+            return TensorImageDataset(x[idx], y[idx])
         if self.kind == "folder":
             if split in self._splits:
-                return FileImageDataset(*self._splits[split], transform, mode)
+                return FileImageDataset(*self._splits[split], mode)
             if "all" in self._splits:  # one folder: 80/10/10, deterministic
                 files, labels = self._splits["all"]
                 rest, test = split_indices(len(files), 0.1, self.split_seed)
                 train, val = split_indices(len(rest), self.val_fraction, self.split_seed + 1)
                 pick = {"train": [rest[i] for i in train], "val": [rest[i] for i in val], "test": test}[split]
-                return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], transform, mode)
+                return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], mode)
             files, labels = self._splits["train"]
-            train, val = split_indices(len(files), self.val_fraction, self.split_seed)
             if split == "test" and "val" in self._splits:
-                return FileImageDataset(*self._splits["val"], transform, mode)
+                return FileImageDataset(*self._splits["val"], mode)
+            train, val = split_indices(len(files), self.val_fraction, self.split_seed)
             pick = train if split == "train" else val
-            return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], transform, mode)
+            return FileImageDataset([files[i] for i in pick], [labels[i] for i in pick], mode)
         ds = self._hf
-        names = {"train": ["train"], "val": ["validation", "val", "valid"], "test": ["test"]}[split]
-        for n in names:
-            if n in ds:
-                return HFImageDataset(ds[n], self.image_key, self.label_key, transform, mode)
+        val_name = next((n for n in ("validation", "val", "valid") if n in ds), None)
+        if split == "test" and "test" in ds:
+            return HFImageDataset(ds["test"], self.image_key, self.label_key, mode)
+        if split == "test":
+            raise UserError(f"the dataset has no test split (it has {', '.join(ds)})")
+        if val_name is not None:
+            return HFImageDataset(ds["train" if split == "train" else val_name], self.image_key, self.label_key, mode)
         train, val = split_indices(len(ds["train"]), self.val_fraction, self.split_seed)
-        if split == "test" and "validation" not in ds:
-            raise UserError("the dataset has no test split")
         pick = train if split == "train" else val
-        return HFImageDataset(ds["train"].select(pick), self.image_key, self.label_key, transform, mode)
+        return HFImageDataset(ds["train"].select(pick), self.image_key, self.label_key, mode)
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            self.train_set = self._make("train", self.train_transform())
-            self.val_set = self._make("val", self.eval_transform())
+            self.train_set = self._make("train")
+            self.val_set = self._make("val")
         elif stage == "validate":
-            self.val_set = self._make("val", self.eval_transform())
+            self.val_set = self._make("val")
         elif stage == "test":
-            self.test_set = self._make("test", self.eval_transform())
+            self.test_set = self._make("test")
         elif stage == "predict":
             if self.predict_path is None:
-                self.predict_set = self._make("test", self.eval_transform())
+                self.predict_set = self._make("test")
                 return
             files = [self.predict_path] if self.predict_path.is_file() else _image_files(self.predict_path)
             if not files:
                 raise UserError(f"--data.predict_path {self.predict_path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            tf = self.eval_transform() if self.kind != "fashion_mnist" else v2.Compose([v2.PILToTensor(), v2.Resize((self.image_size,) * 2, antialias=True), self.eval_transform()])
-            self.predict_set = FileImageDataset(files, [-1] * len(files), tf, "L" if self.in_chans == 1 else "RGB")
+            self.predict_set = FileImageDataset(files, [-1] * len(files), "L" if self.in_chans == 1 else "RGB")
 
     @property
     def predict_ids(self) -> list[str]:
@@ -355,28 +346,17 @@ class ImageDataModule(pl.LightningDataModule):
             return [str(f) for f in ds.files]
         return [str(i) for i in range(len(ds))]
 
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            drop_last=train and len(ds) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
+        return self.train_loader(self.train_set, self.train_transform())
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
+        return self.eval_loader(self.val_set, self.eval_transform())
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+        return self.eval_loader(self.test_set, self.eval_transform())
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, False)
+        return self.eval_loader(self.predict_set, self.eval_transform())
 
 
 def _looks_like_path(name: str) -> bool:

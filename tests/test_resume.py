@@ -1,0 +1,21 @@
+"""Exact resume after SIGKILL, task by task (each task adds one line to TASKS)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import TINY_VIT
+from resume_helper import assert_exact_resume
+
+TASKS = {
+    # dropout, stochastic depth, EMA and several epochs: everything that could drift on a resume
+    "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--model.dropout=0.1", "--model.drop_path_rate=0.2",
+                         "--model.ema_decay=0.9", "--data.batch_size=8", "--trainer.limit_train_batches=5",
+                         "--trainer.limit_val_batches=1"]),
+}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(task, tmp_path):
+    config, args = TASKS[task]
+    assert_exact_resume(config, args, tmp_path, steps=12)
