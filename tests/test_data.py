@@ -99,3 +99,29 @@ def test_bad_paths_are_clear_errors(tmp_path):
         ImageDataModule(dataset=str(tmp_path / "flat"))
     with pytest.raises(UserError, match="Fashion-MNIST file"):
         ImageDataModule(data_dir=str(tmp_path))
+
+
+def test_batched_crop_flip_is_a_per_image_crop_and_flip():
+    from tfm.data.images import BatchCropFlip
+
+    x = torch.arange(4 * 1 * 6 * 6, dtype=torch.uint8).reshape(4, 1, 6, 6)
+    torch.manual_seed(0)
+    out = BatchCropFlip(6, 2, 0.5)(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(4):  # each image is some 6x6 window of its own padded image, maybe mirrored
+        windows = [padded[i, :, r : r + 6, c : c + 6] for r in range(5) for c in range(5)]
+        assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+    torch.manual_seed(1)
+    flips = BatchCropFlip(6, 0, 0.5)(x.repeat(50, 1, 1, 1))
+    flipped = sum(torch.equal(f, x[0].flip(-1)) for f in flips[::4])
+    assert 10 < flipped < 40  # about half
+
+
+def test_fashion_training_batches_are_the_same_for_a_seed():
+    def first_batch():
+        dm = ImageDataModule(data_dir=str(FASHION), batch_size=16, seed=3)
+        dm.setup("fit")
+        return next(iter(dm.train_dataloader()))
+    (x1, y1), (x2, y2) = first_batch(), first_batch()
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)

@@ -245,18 +245,14 @@ class TFMCLI(LightningCLI):
         callbacks = list(user_callbacks)
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             metric, mode = getattr(self.model, "monitor", ("val/loss", "min"))
-            callbacks.append(
-                ModelCheckpoint(
-                    dirpath=run_dir / "checkpoints",
-                    filename="best-{epoch}-{step}",
-                    monitor=metric,
-                    mode=mode,
-                    save_last=True,
-                    save_top_k=1,
-                )
-            )
-            if opts.save_every_n_steps:
-                callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=opts.save_every_n_steps, save_top_k=1, save_last=True))
+            every = opts.save_every_n_steps
+            # the best checkpoint by the task's validation metric and last.ckpt after every epoch;
+            # with --run.save_every_n_steps also step-N.ckpt and last.ckpt every N steps
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}-{step}", monitor=metric,
+                                             mode=mode, save_top_k=1, save_last=True))
+            if every:
+                callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=every,
+                                                 save_top_k=1, save_last=True))
         if not any(isinstance(c, ProgressBar) for c in callbacks) and cfg.trainer.get("enable_progress_bar") is not False:
             callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=50))
         if self.subcommand == "fit":

@@ -90,6 +90,29 @@ class HFImageDataset(Dataset):
         return v2.functional.pil_to_tensor(row[self.image_key].convert(self.mode)), int(row[self.label_key])
 
 
+class BatchCropFlip:
+    """Random crop after zero padding, and horizontal flip, each drawn per image, on a whole
+    uint8 batch ``(B, C, H, W)`` at once (the per-image torchvision ops, vectorised: the same
+    augmentation at a fraction of the Python overhead for small in-memory images)."""
+
+    def __init__(self, size: int, padding: int, flip_p: float) -> None:
+        self.size, self.padding, self.flip_p = size, padding, flip_p
+
+    def __call__(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        p, s = self.padding, self.size
+        if p:
+            x = torch.nn.functional.pad(x, (p, p, p, p))
+        oy = torch.randint(0, h + 2 * p - s + 1, (b,))
+        ox = torch.randint(0, w + 2 * p - s + 1, (b,))
+        rows = oy[:, None] + torch.arange(s)
+        cols = ox[:, None] + torch.arange(s)
+        if self.flip_p:
+            flip = torch.rand(b) < self.flip_p
+            cols = torch.where(flip[:, None], cols.flip(1), cols)
+        return x[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
@@ -346,14 +369,27 @@ class ImageDataModule(ResumableDataModule):
             return [str(f) for f in ds.files]
         return [str(i) for i in range(len(ds))]
 
+    def _batch_train_transform(self) -> Callable | None:
+        """The vectorised train transform, where it does the same as :meth:`train_transform`:
+        in-memory images of one size, crop and flip only."""
+        if self.kind != "fashion_mnist" or self.rand_augment or self.random_erasing or self.image_size != self._native_size:
+            return None
+        return v2.Compose(
+            [BatchCropFlip(self.image_size, self.crop_padding, self.hflip), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
+        )
+
     def train_dataloader(self) -> DataLoader:
+        batched = self._batch_train_transform()
+        if batched is not None:
+            return self.train_loader(self.train_set, batched, batched=True)
         return self.train_loader(self.train_set, self.train_transform())
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.val_set, self.eval_transform())
+        # in-memory images of one size: the (deterministic) eval transform runs on whole batches
+        return self.eval_loader(self.val_set, self.eval_transform(), batched=self.kind == "fashion_mnist")
 
     def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.test_set, self.eval_transform())
+        return self.eval_loader(self.test_set, self.eval_transform(), batched=self.kind == "fashion_mnist")
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader(self.predict_set, self.eval_transform())

@@ -84,8 +84,8 @@ class SeededTransform(Dataset):
     epoch and the batch's indices: not on prefetching, the worker count or a restart.
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False) -> None:
+        self.dataset, self.transform, self.seed, self.batched = dataset, transform, seed, batched
         self.n = len(dataset)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
@@ -102,6 +102,9 @@ class SeededTransform(Dataset):
         epoch, first = items[0]
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, epoch, first))
+            if self.batched:  # one call on the stacked batch (per-sample randomness inside)
+                out = self.transform(torch.stack([x for x, _ in samples]))
+                return list(zip(out.unbind(0), (y for _, y in samples)))
             return [(self.transform(x), y) for x, y in samples]
 
 
@@ -144,8 +147,11 @@ class ResumableDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
-    def train_loader(self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None) -> DataLoader:
-        """The training DataLoader: shuffled per epoch, seeded augmentation, resumable."""
+    def train_loader(
+        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False
+    ) -> DataLoader:
+        """The training DataLoader: shuffled per epoch, seeded augmentation, resumable.
+        ``batched``: ``transform`` takes a stacked batch rather than one sample."""
         replicas, rank = self._replicas()
         n = len(dataset)  # type: ignore[arg-type]
         drop_last = n > self.batch_size * replicas
@@ -155,13 +161,15 @@ class ResumableDataModule(pl.LightningDataModule):
             sampler.skip_samples = self._resume["batches"] * self.batch_size
             self._resume = None
         self._train_sampler = sampler
-        return self._loader(SeededTransform(dataset, transform, self.seed), sampler, self.batch_size, collate_fn, drop_last)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched), sampler, self.batch_size, collate_fn, drop_last)
 
-    def eval_loader(self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None) -> DataLoader:
+    def eval_loader(
+        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False
+    ) -> DataLoader:
         """An evaluation DataLoader: in order, sharded over DDP ranks."""
         replicas, rank = self._replicas()
         sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank)  # type: ignore[arg-type]
-        return self._loader(SeededTransform(dataset, transform, self.seed), sampler, self.eval_batch_size, collate_fn, False)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched), sampler, self.eval_batch_size, collate_fn, False)
 
     # --- checkpointed position ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
