@@ -25,7 +25,10 @@ def only_run(root: Path, name: str = "vit_tiny_fashion") -> Path:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file of the runs under ``root`` and its hash; W&B's own service log (debug-core.log,
+    appended by W&B's background process after a run ends) is not part of a run."""
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "debug-core.log"}
 
 
 # extra arguments a config needs to run one step here (data it names that a CPU test lacks)

@@ -191,7 +191,7 @@ class PredictionWriter(BasePredictionWriter):
         for out in outputs:
             rows += pl_module.prediction_rows(out)
         ids = getattr(trainer.datamodule, "predict_ids", None) if trainer.datamodule is not None else None
-        if ids is not None and len(ids) == len(rows):
+        if ids is not None and len(ids) >= len(rows):  # fewer rows: limit_predict_batches, in order
             rows = [{"id": i, **r} for i, r in zip(ids, rows)]
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.jsonl")
         if trainer.world_size > 1:
