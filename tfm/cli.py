@@ -14,6 +14,7 @@ The only place that wires tasks, DataModules, the Trainer, the run folder and th
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import subprocess
@@ -28,7 +29,7 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from .callbacks import AttentionMapLogger, PredictionWriter, ThroughputMonitor
 from .errors import UserError
@@ -353,9 +354,15 @@ def _user_error(e: BaseException | None) -> BaseException | None:
     return None
 
 
+def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
+    """Lightning advertises its own logger on every run; tfm logs to W&B."""
+    return "litlogger" not in record.getMessage()
+
+
 def main(args: list[str] | None = None) -> TFMCLI | None:
     """Entry point of ``python -m tfm`` and the ``tfm`` script; returns the CLI (for tests)."""
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     try:
         return TFMCLI(args=args)
