@@ -1,0 +1,55 @@
+"""DDP on CPU (gloo, 2 processes) through the CLI: the same numbers as one process.
+
+DDP runs in a subprocess of the CLI (under pytest, Lightning's ``ddp`` would relaunch pytest).
+Each task joins with one line in TASKS."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY_VIT
+from tfm.cli import main
+
+TASKS = {
+    "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--data.batch_size=64"]),
+}
+
+
+def run_cli(*args: str) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")} | {"PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "tfm", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {k: float(v) for k, v in re.findall(r"│\s*((?:val|test)/\w+)\s*│\s*([-0-9.e]+)\s*│", out.stdout)}
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ddp_validation_equals_one_process(task, tmp_path):
+    config, args = TASKS[task]
+    common = ["--config", config, f"--run.root={tmp_path / 'runs'}", "--run.wandb=false", "--run.media_images=0",
+              "--trainer.enable_progress_bar=false", *args]
+    main(["fit", *common, "--trainer.max_steps=5", "--trainer.limit_val_batches=1", "--run.test_after_fit=false"])
+    (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
+    one = run_cli("validate", *common, f"--ckpt_path={ckpt}")
+    two = run_cli("validate", *common, f"--ckpt_path={ckpt}", "--trainer.strategy=ddp", "--trainer.devices=2",
+                  "--trainer.accelerator=cpu")
+    assert one.keys() == two.keys() and "val/acc1" in one
+    for k in one:
+        assert two[k] == pytest.approx(one[k], abs=1e-6), k
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_ddp_fit_trains_and_checkpoints(task, tmp_path):
+    config, args = TASKS[task]
+    run_cli("fit", "--config", config, f"--run.root={tmp_path / 'runs'}", "--run.wandb=false", "--run.media_images=0",
+            "--trainer.enable_progress_bar=false", *args, "--trainer.max_steps=3", "--trainer.limit_val_batches=2",
+            "--run.test_after_fit=false", "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu")
+    (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert state["global_step"] == 3
