@@ -169,3 +169,15 @@ def test_throughput_and_mfu_are_logged(run_root):
     # FLOPs of one training step, counted as it ran: about 6 x block parameters x tokens x images
     blocks = sum(p.numel() for p in cli.model.net.encoder.blocks.parameters())
     assert 0.3 < monitor.flops_per_batch / (6 * blocks * 50 * 16) < 3
+
+
+def test_requeued_slurm_job_continues_its_own_run(run_root, monkeypatch):
+    """Same job id, SLURM_RESTART_COUNT > 0: the job resumes its run folder from last.ckpt."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=2", "--trainer.max_epochs=5", "--run.test_after_fit=false")
+    assert only_run(run_root).name == "4242"
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=4", "--trainer.max_epochs=5", "--run.test_after_fit=false")
+    assert only_run(run_root).name == "4242" and cli.trainer.global_step == 4
+    state = torch.load(only_run(run_root) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert next(iter(state["optimizer_states"][0]["state"].values()))["step"] == 4

@@ -208,6 +208,12 @@ class TFMCLI(LightningCLI):
         exp_dir = Path(opts.root) / name
         ckpt = cfg.get("ckpt_path")
         run_dir = None
+        job = os.environ.get("SLURM_JOB_ID")
+        if sub == "fit" and job and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and (exp_dir / job).is_dir():
+            # a requeued SLURM job (pre-empted, or its time ran out): go on with its own run
+            if not ckpt:
+                ckpt = "last"
+            opts.version = opts.version or job
         if ckpt in ("last", "best"):
             last = find_last_checkpoint(exp_dir, opts.version)
             if last is None:
@@ -297,6 +303,11 @@ class TFMCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        # last.ckpt holds the final state even when max_steps ended training mid-epoch (Lightning
+        # then writes it only if no last.ckpt was written earlier in the same run)
+        cb = self.trainer.checkpoint_callback
+        if cb is not None and cb.dirpath and self.trainer.global_step > 0 and cb._last_global_step_saved != self.trainer.global_step:
+            self.trainer.save_checkpoint(Path(cb.dirpath) / "last.ckpt")
         if self.config[self.subcommand].run.test_after_fit:
             has_best = self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.best_model_path
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path="best" if has_best else None)

@@ -176,10 +176,12 @@ class ResumableDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        batches = progress.processed
+        epochs = trainer.fit_loop.epoch_progress.current
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
-        if batches >= trainer.num_training_batches:  # saved at the end of an epoch
+        if epochs.started == epochs.completed:  # the epoch is closed (training ended mid-epoch): the next one starts
+            batches = 0
+        elif epochs.processed > epochs.completed or batches >= trainer.num_training_batches:  # at its end hooks
             epoch, batches = epoch + 1, 0
         return {"epoch": epoch, "batches": batches, "seed": self.seed}
 
