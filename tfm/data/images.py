@@ -283,7 +283,7 @@ class ImageDataModule(ResumableDataModule):
             ops += [v2.ToPILImage(), rand_augment_transform(self.rand_augment, {"img_mean": fill if len(fill) == 3 else fill[0]}), v2.PILToTensor()]
         if size <= 64:
             if self._native_size != size:
-                ops.append(v2.Resize(size, antialias=True))
+                ops.append(v2.Resize((size, size), antialias=True))
             if self.crop_padding:
                 ops.append(v2.RandomCrop(size, padding=self.crop_padding))
         else:
