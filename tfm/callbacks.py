@@ -34,7 +34,7 @@ class ThroughputMonitor(Callback):
     """Logs ``perf/samples_per_s``, ``perf/tokens_per_s`` and ``perf/mfu`` while training.
 
     Samples and tokens come from the task's ``count_batch(batch)``. FLOPs of a training step are
-    counted once, on the second batch, with ``torch.utils.flop_counter.FlopCounterMode`` (forward
+    counted once, on the second batch this run sees (also after a resume), with ``torch.utils.flop_counter.FlopCounterMode`` (forward
     and backward as they really run); MFU divides the achieved FLOP/s by the device's peak (the
     datasheet value on GPUs, a measured fp32 matmul peak on CPUs, or ``peak_flops``). Times are
     taken between consecutive batch ends, so data loading counts.
@@ -47,6 +47,7 @@ class ThroughputMonitor(Callback):
         self._counter: Any = None
         self._last: float | None = None
         self._window: list[tuple[float, int, int]] = []
+        self._seen = 0  # training batches this run has seen (a resumed run starts mid-epoch)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.peak_flops is None:
@@ -61,7 +62,8 @@ class ThroughputMonitor(Callback):
         self._last = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if self.flops_per_batch is None and batch_idx == 1 and self._counter is None:
+        self._seen += 1
+        if self.flops_per_batch is None and self._seen == 2 and self._counter is None:
             from torch.utils.flop_counter import FlopCounterMode
 
             self._counter = FlopCounterMode(display=False)

@@ -248,8 +248,7 @@ class TFMCLI(LightningCLI):
         if ckpt:
             check_checkpoint_fits(Path(ckpt), self.model)
         run_dir = self.run_dir
-        user_callbacks = list(cfg.trainer.get("callbacks") or [])
-        callbacks = list(user_callbacks)
+        callbacks = list(cfg.trainer.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             metric, mode = getattr(self.model, "monitor", ("val/loss", "min"))
             every = opts.save_every_n_steps
