@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 export WANDB_SILENT ?= true
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench install slurm-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,13 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m tfm fit --config configs/vit_tiny_fashion.yaml
 
-test: install
+# the Slurm tests run a real two-node Slurm on localhost: as root on Debian, install it (skipped elsewhere)
+slurm-deps:
+	@if [ "$$(id -u)" = 0 ] && [ -f /etc/debian_version ] && ! command -v slurmctld >/dev/null; then \
+	  echo "installing slurm-wlm and munge for the Slurm tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; fi
+
+test: install slurm-deps
 	WANDB_MODE=offline HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q
 
 bench: install

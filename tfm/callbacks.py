@@ -206,3 +206,67 @@ class PredictionWriter(BasePredictionWriter):
         os.replace(tmp, path)
         self.written = path
         rank_zero_info(f"tfm: wrote {len(rows)} predictions to {path}")
+
+
+class RunIdentity(Callback):
+    """Writes the run folder and its W&B run id into every checkpoint (``checkpoint["tfm_run"]``),
+    so a checkpoint carried elsewhere still resumes into the same W&B run."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        wandb_id = None
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                wandb_id = logger.version
+        checkpoint["tfm_run"] = {"run_dir": self.run_dir, "wandb_id": wandb_id}
+
+
+class SlurmPreemption(Callback):
+    """Lightning's SLURM auto-requeue, made safe for multi-process runs.
+
+    Lightning saves the HPC checkpoint inside the USR1 signal handler, wherever each process
+    happens to be; under DDP one rank can then wait in the checkpoint's barrier while another
+    waits in a gradient all-reduce, and the job hangs until its time runs out. Here the signal
+    only sets a flag; at the end of the next training batch all ranks agree on it (one boolean
+    all-reduce) and together run Lightning's handler: save ``hpc_ckpt_<n>.ckpt`` into the run
+    folder, then rank 0 calls ``scontrol requeue``.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: Any = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        import signal
+
+        from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+        env = trainer._accelerator_connector.cluster_environment
+        if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
+            return
+        sig = env.requeue_signal or signal.SIGUSR1
+        # installed before the Trainer registers its own handlers, which it then leaves alone
+        self._previous = (sig, signal.signal(sig, self._flag))
+
+    def _flag(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self._previous is None:
+            return
+        signum = self.signum or 0
+        if trainer.world_size > 1:
+            signum = int(trainer.strategy.reduce(torch.tensor(float(signum)), reduce_op="max").item())
+        if signum:
+            self.signum = None
+            trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)  # save the HPC checkpoint, requeue
+            trainer.should_stop = True  # Slurm ends the job; stop cleanly if it has not yet
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._previous is not None:
+            import signal
+
+            signal.signal(*self._previous)
+            self._previous = None

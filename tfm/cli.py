@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .callbacks import AttentionMapLogger, PredictionWriter, ThroughputMonitor
+from .callbacks import AttentionMapLogger, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
 from .errors import UserError
 from .nn.convert import ConversionError
 from .tasks import TaskModule
@@ -96,11 +96,47 @@ def new_version(parent: Path, suffix: str = "") -> str:
     return version
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The ``global_step`` a checkpoint was written at; None when the file cannot be read."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return int(ckpt["global_step"])
+    except Exception:  # truncated, corrupted, not a Lightning checkpoint
+        return None
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """Every checkpoint of a run: ``checkpoints/*.ckpt`` and the HPC checkpoints that Lightning's
+    SLURM auto-requeue writes into the run folder (``hpc_ckpt_<n>.ckpt``)."""
+    return sorted([*run_dir.glob("checkpoints/*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")])
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a resumed run continues from: the one written at the highest step (an HPC
+    checkpoint or ``last.ckpt``, whichever is newer); unreadable files (a corrupted ``last.ckpt``)
+    are skipped with a warning, so a run falls back to its newest intact checkpoint."""
+    best: tuple[int, float] | None = None
+    chosen = None
+    for path in run_checkpoints(run_dir):
+        step = checkpoint_step(path)
+        if step is None:
+            rank_zero_warn(f"checkpoint {path} cannot be read (truncated or corrupted): skipped")
+            continue
+        key = (step, path.stat().st_mtime)
+        if best is None or key > best:
+            best, chosen = key, path
+    return chosen
+
+
 def find_last_checkpoint(exp_dir: Path, version: str | None = None) -> Path | None:
-    """The newest ``<exp_dir>/<version>/checkpoints/last.ckpt``."""
-    pattern = f"{version}/checkpoints/last.ckpt" if version else "*/checkpoints/last.ckpt"
-    found = [p for p in exp_dir.glob(pattern) if p.exists()]
-    return max(found, key=lambda p: p.stat().st_mtime) if found else None
+    """The newest intact checkpoint of the newest run of an experiment (of ``version`` if given)."""
+    runs = [exp_dir / version] if version else [p for p in exp_dir.glob("*") if p.is_dir()]
+    runs = [r for r in runs if run_checkpoints(r)]
+    for run in sorted(runs, key=lambda r: max(p.stat().st_mtime for p in run_checkpoints(r)), reverse=True):
+        found = newest_checkpoint(run)
+        if found is not None:
+            return found
+    return None
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -209,8 +245,10 @@ class TFMCLI(LightningCLI):
         ckpt = cfg.get("ckpt_path")
         run_dir = None
         job = os.environ.get("SLURM_JOB_ID")
-        if sub == "fit" and job and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and (exp_dir / job).is_dir():
-            # a requeued SLURM job (pre-empted, or its time ran out): go on with its own run
+        requeued = sub == "fit" and job and int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0) > 0 and (exp_dir / job).is_dir()
+        if requeued:
+            # a requeued SLURM job (pre-empted, or its time ran out): go on with its own run, from
+            # its newest checkpoint (HPC or last.ckpt), or from the start if it wrote none
             if not ckpt:
                 ckpt = "last"
             opts.version = opts.version or job
@@ -224,13 +262,15 @@ class TFMCLI(LightningCLI):
             else:
                 ckpt = str(best_checkpoint(last) if ckpt == "best" else last)
                 if sub == "fit":
-                    run_dir = last.parent.parent
+                    run_dir = last.parent.parent if last.parent.name == "checkpoints" else last.parent
         elif ckpt:
             p = Path(ckpt)
             if not p.is_file():
                 raise UserError(f"--ckpt_path {ckpt} does not exist (use a .ckpt file, 'last' or 'best')")
             if sub == "fit" and p.parent.name == "checkpoints" and (p.parent.parent / "config.yaml").exists():
                 run_dir = p.parent.parent  # resume the run the checkpoint belongs to, in its folder
+        if run_dir is None and requeued:
+            run_dir = exp_dir / str(opts.version)
         if run_dir is None:
             if opts.version and (exp_dir / opts.version).exists():
                 raise UserError(
@@ -255,13 +295,15 @@ class TFMCLI(LightningCLI):
             # the best checkpoint by the task's validation metric and last.ckpt after every epoch;
             # with --run.save_every_n_steps also step-N.ckpt and last.ckpt every N steps
             callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}-{step}", monitor=metric,
-                                             mode=mode, save_top_k=1, save_last=True))
+                                             mode=mode, save_top_k=1, save_last=True, enable_version_counter=False))
             if every:
                 callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", every_n_train_steps=every,
-                                                 save_top_k=1, save_last=True))
+                                                 save_top_k=1, save_last=True, enable_version_counter=False))
         if not any(isinstance(c, ProgressBar) for c in callbacks) and cfg.trainer.get("enable_progress_bar") is not False:
             callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=50))
+        callbacks.append(RunIdentity(str(run_dir)))
         if self.subcommand == "fit":
+            callbacks.append(SlurmPreemption())
             callbacks.append(ThroughputMonitor(log_every_n_steps=cfg.trainer.get("log_every_n_steps") or 50))
         if opts.media_images and self.subcommand in ("fit", "validate"):
             callbacks.append(AttentionMapLogger(opts.media_images))
@@ -280,8 +322,15 @@ class TFMCLI(LightningCLI):
         from lightning.pytorch.loggers import WandbLogger
 
         id_file = run_dir / "wandb_id"
+        ckpt = self.config[self.subcommand].get("ckpt_path")
+        from_ckpt = (load_checkpoint(Path(ckpt)).get("tfm_run") or {}).get("wandb_id") if ckpt else None
         if id_file.is_file():
             run_id = id_file.read_text().strip()
+        elif from_ckpt and self.subcommand == "fit":  # a checkpoint moved out of its run folder
+            run_id = from_ckpt
+            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                id_file.write_text(run_id + "\n")
         else:
             import secrets
             import string
@@ -341,7 +390,8 @@ def best_checkpoint(last: Path) -> Path:
             best = Path(value["best_model_path"])
             if best.is_file():
                 return best
-            candidate = last.parent / best.name
+            run_dir = last.parent.parent if last.parent.name == "checkpoints" else last.parent
+            candidate = run_dir / "checkpoints" / best.name
             if candidate.is_file():
                 return candidate
     return last
