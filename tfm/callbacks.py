@@ -270,3 +270,28 @@ class SlurmPreemption(Callback):
 
             signal.signal(*self._previous)
             self._previous = None
+
+
+class MetricsFile(Callback):
+    """Appends each validation's and test's metrics as one JSON line to ``<run>/metrics.jsonl``
+    (rank 0): the run's metrics readable without W&B (the serverless sweep reads them back)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write(self, trainer: pl.Trainer, prefix: str) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        row: dict[str, Any] = {"step": trainer.global_step, "epoch": trainer.current_epoch}
+        for k, v in trainer.callback_metrics.items():
+            if k.startswith(prefix):
+                row[k] = float(v)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "val/")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, "test/")

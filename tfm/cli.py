@@ -31,7 +31,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Pr
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .callbacks import AttentionMapLogger, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
+from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
 from .errors import UserError
 from .nn.convert import ConversionError
 from .tasks import TaskModule
@@ -302,6 +302,7 @@ class TFMCLI(LightningCLI):
         if not any(isinstance(c, ProgressBar) for c in callbacks) and cfg.trainer.get("enable_progress_bar") is not False:
             callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=50))
         callbacks.append(RunIdentity(str(run_dir)))
+        callbacks.append(MetricsFile(str(run_dir / "metrics.jsonl")))
         if self.subcommand == "fit":
             callbacks.append(SlurmPreemption())
             callbacks.append(ThroughputMonitor(log_every_n_steps=cfg.trainer.get("log_every_n_steps") or 50))
@@ -419,8 +420,45 @@ def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
 
 
+class _Parsed(Exception):
+    pass
+
+
+class _ParseOnlyCLI(TFMCLI):
+    def _set_seed(self) -> None:
+        pass
+
+    def before_instantiate_classes(self) -> None:
+        raise _Parsed
+
+
+def parse_only(args: list[str]) -> None:
+    """Parse a command line as ``tfm`` would, instantiating nothing; a user mistake raises UserError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "args and sys.argv both given"
+            _ParseOnlyCLI(args=args)
+    except _Parsed:
+        return
+    except Exception as e:
+        user_error = _user_error(e)
+        if user_error is None:
+            raise
+        raise user_error from None
+
+
 def main(args: list[str] | None = None) -> TFMCLI | None:
     """Entry point of ``python -m tfm`` and the ``tfm`` script; returns the CLI (for tests)."""
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["sweep"]:
+        from .sweep import main as sweep_main
+
+        try:
+            sweep_main(argv[1:])
+        except UserError as e:
+            print(f"tfm: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return None
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
