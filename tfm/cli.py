@@ -28,10 +28,12 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar, TQDMProgressBar
+from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 
 from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
+from .checkpointing import AtomicCheckpointIO, remove_partial_checkpoints
 from .errors import UserError
 from .nn.convert import ConversionError
 from .tasks import TaskModule
@@ -277,6 +279,9 @@ class TFMCLI(LightningCLI):
                     f"run folder {exp_dir / opts.version} already exists: resume it with --ckpt_path last, or choose another --run.version"
                 )
             run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
+        for folder in (run_dir, run_dir / "checkpoints"):
+            for partial in remove_partial_checkpoints(folder):
+                rank_zero_warn(f"removed {partial}: a checkpoint write that was interrupted")
         cfg.ckpt_path = ckpt
         cfg.trainer.default_root_dir = str(run_dir)
         self.run_name, self.run_dir = name, run_dir
@@ -317,7 +322,11 @@ class TFMCLI(LightningCLI):
                 callbacks.append(LearningRateMonitor("step"))
             else:
                 logger = False
-        return super().instantiate_trainer(callbacks=callbacks, logger=logger, **kwargs)
+        plugins = cfg.trainer.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # a checkpoint file is whole or absent
+        return super().instantiate_trainer(callbacks=callbacks, logger=logger, plugins=plugins, **kwargs)
 
     def _wandb_logger(self, opts: RunOptions, run_dir: Path) -> Any:
         from lightning.pytorch.loggers import WandbLogger
@@ -462,6 +471,10 @@ def main(args: list[str] | None = None) -> TFMCLI | None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_drop_litlogger_tip)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # tfm's DataModules carry the position in the epoch in the checkpoint (ResumableDataModule),
+    # and a resumed run writes into its own checkpoint folder on purpose
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
+    warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
     try:
         return TFMCLI(args=args)
     except Exception as e:
