@@ -1,5 +1,6 @@
 """LightningDataModules, dataset readers and tokenizers."""
 
 from .images import ImageDataModule
+from .pretraining import BertPretrainingDataModule
 
-__all__ = ["ImageDataModule"]
+__all__ = ["BertPretrainingDataModule", "ImageDataModule"]

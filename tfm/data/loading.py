@@ -5,8 +5,9 @@ order, with the same augmentations, as a run never interrupted:
 
 * :class:`ResumableSampler` draws each epoch's order from ``(seed, epoch)`` alone and can start
   an epoch part-way through;
-* :class:`SeededTransform` draws each sample's augmentation from ``(seed, epoch, index)``, not
-  from the global RNG, so prefetching, worker count and restarts cannot shift it;
+* :class:`SeededTransform` draws each batch's augmentation (or masking) from ``(seed, epoch,
+  first index)``, not from the global RNG, so prefetching, worker count and restarts cannot
+  shift it; evaluation batches get the same draw every epoch;
 * :class:`ResumableDataModule` writes the position (epoch, batches done) into the checkpoint and
   reads it back; the DataLoader gets its own generator, so creating an iterator draws nothing
   from the global RNG (which the task saves and restores for dropout).
@@ -36,11 +37,15 @@ class ResumableSampler(Sampler[int]):
 
     The order depends only on ``(seed, epoch)``; ``skip`` batches' worth of indices can be
     skipped at the start of the epoch being resumed. Each yielded index is ``epoch * n + i`` so
-    that :class:`SeededTransform` knows the epoch; the DataModule's dataset decodes it.
+    that :class:`SeededTransform` knows the epoch; the DataModule's dataset decodes it. With
+    ``per_epoch=False`` (evaluation) every epoch counts as epoch 0: the same indices, the same
+    seeded transforms.
     """
 
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, drop_last: bool = False) -> None:
-        self.n, self.shuffle, self.seed = n, shuffle, seed
+    def __init__(
+        self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, drop_last: bool = False, per_epoch: bool = True
+    ) -> None:
+        self.n, self.shuffle, self.seed, self.per_epoch = n, shuffle, seed, per_epoch
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
         self.epoch = 0
         self.skip_samples = 0  # per replica, applied once to ``resume_epoch``
@@ -51,7 +56,8 @@ class ResumableSampler(Sampler[int]):
             self.per_replica = -(-n // num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        if self.per_epoch:
+            self.epoch = epoch
 
     def order(self, epoch: int) -> list[int]:
         if self.shuffle:
@@ -82,19 +88,22 @@ class SeededTransform(Dataset):
     Index ``epoch * n + i`` reads item ``i``. The DataLoader fetches a whole batch at once
     (``__getitems__``), in one worker, so a batch's augmentations depend only on the seed, the
     epoch and the batch's indices: not on prefetching, the worker count or a restart.
+    ``batched``: ``transform`` takes the stacked inputs. ``collate``: ``transform`` takes the list
+    of samples (of any form) and returns the whole batch (the loader then has no ``collate_fn``).
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False) -> None:
-        self.dataset, self.transform, self.seed, self.batched = dataset, transform, seed, batched
+    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False, collate: bool = False) -> None:
+        self.dataset, self.transform, self.seed, self.batched, self.collate = dataset, transform, seed, batched, collate
         self.n = len(dataset)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, index: int) -> Any:
-        return self.__getitems__([index])[0]
+        out = self.__getitems__([index])
+        return out if self.collate else out[0]
 
-    def __getitems__(self, indices: list[int]) -> list[Any]:
+    def __getitems__(self, indices: list[int]) -> Any:
         items = [divmod(int(index), self.n) for index in indices]
         samples = [self.dataset[i] for _, i in items]
         if self.transform is None:
@@ -102,10 +111,17 @@ class SeededTransform(Dataset):
         epoch, first = items[0]
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(mix_seed(self.seed, epoch, first))
+            if self.collate:  # list of samples -> batch
+                return self.transform(samples)
             if self.batched:  # one call on the stacked batch (per-sample randomness inside)
                 out = self.transform(torch.stack([x for x, _ in samples]))
                 return list(zip(out.unbind(0), (y for _, y in samples)))
             return [(self.transform(x), y) for x, y in samples]
+
+
+def _as_is(batch: Any) -> Any:
+    """The collate function of a loader whose dataset returns whole batches."""
+    return batch
 
 
 class ResumableDataModule(pl.LightningDataModule):
@@ -134,7 +150,9 @@ class ResumableDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, dataset: Dataset, sampler: ResumableSampler, batch_size: int, collate_fn: Callable | None, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: SeededTransform, sampler: ResumableSampler, batch_size: int, collate_fn: Callable | None, drop_last: bool) -> DataLoader:
+        if dataset.collate and dataset.transform is not None:
+            collate_fn = _as_is
         return DataLoader(
             dataset,
             batch_size=batch_size,
@@ -148,10 +166,11 @@ class ResumableDataModule(pl.LightningDataModule):
         )
 
     def train_loader(
-        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False
+        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False, collate: bool = False
     ) -> DataLoader:
         """The training DataLoader: shuffled per epoch, seeded augmentation, resumable.
-        ``batched``: ``transform`` takes a stacked batch rather than one sample."""
+        ``batched``: ``transform`` takes a stacked batch rather than one sample; ``collate``: it
+        takes the list of samples and returns the batch (seeded masking of a padded batch)."""
         replicas, rank = self._replicas()
         n = len(dataset)  # type: ignore[arg-type]
         drop_last = n > self.batch_size * replicas
@@ -161,15 +180,16 @@ class ResumableDataModule(pl.LightningDataModule):
             sampler.skip_samples = self._resume["batches"] * self.batch_size
             self._resume = None
         self._train_sampler = sampler
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched), sampler, self.batch_size, collate_fn, drop_last)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.batch_size, collate_fn, drop_last)
 
     def eval_loader(
-        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False
+        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False, collate: bool = False
     ) -> DataLoader:
-        """An evaluation DataLoader: in order, sharded over DDP ranks."""
+        """An evaluation DataLoader: in order, sharded over DDP ranks; a random transform draws
+        the same every epoch (comparable validation losses)."""
         replicas, rank = self._replicas()
-        sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank)  # type: ignore[arg-type]
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched), sampler, self.eval_batch_size, collate_fn, False)
+        sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank, per_epoch=False)  # type: ignore[arg-type]
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.eval_batch_size, collate_fn, False)
 
     # --- checkpointed position ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -1,0 +1,498 @@
+"""BERT pretraining data: sentence pairs built as google-research/bert's
+``create_pretraining_data.py`` builds them, dynamic masked-LM masking per batch, and the
+DataModule.
+
+Instances (``[CLS] A [SEP] B [SEP]``, token types, next-sentence label) are built once and cached
+on disk with ``datasets`` under a key of the tokenizer, the source and the settings; masking is
+drawn anew for every batch, from the seeded RNG of :class:`~tfm.data.loading.SeededTransform`,
+so a resumed run masks exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import UserError
+from .loading import ResumableDataModule, mix_seed
+from .text import resolve_source
+from .tokenizers import (
+    CONTINUATION_PREFIX,
+    cache_root,
+    load_tokenizer,
+    save_tokenizer,
+    special_ids,
+    wordpiece_tokenizer,
+)
+
+Document = list[list[int]]  # one token-id list per sentence
+Instance = tuple[list[int], list[int], bool]  # segment A, segment B, B is a random next
+SPLITS = ("train", "validation", "test")
+_CACHE_FORMAT = 1
+
+
+# --- instances, as google-research/bert create_pretraining_data.py ---------------------------------
+def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random) -> None:
+    """Shorten the longer segment, one token at a time from its front or back at random, until
+    the pair fits ``max_num_tokens``."""
+    while len(tokens_a) + len(tokens_b) > max_num_tokens:
+        trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+        if rng.random() < 0.5:
+            del trunc[0]
+        else:
+            trunc.pop()
+
+
+def create_instances_from_document(
+    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float, rng: random.Random
+) -> list[Instance]:
+    """The sentence pairs of ``documents[index]``: google's ``create_instances_from_document``
+    with ``nsp_prob`` for its 0.5 (the chance that B comes from another document)."""
+    document = documents[index]
+    max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
+    target_seq_length = max_num_tokens
+    if rng.random() < short_seq_prob:
+        target_seq_length = rng.randint(2, max_num_tokens)
+    instances: list[Instance] = []
+    chunk: list[list[int]] = []
+    length = 0
+    i = 0
+    while i < len(document):
+        chunk.append(document[i])
+        length += len(document[i])
+        if i == len(document) - 1 or length >= target_seq_length:
+            if chunk:
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                tokens_a = [t for segment in chunk[:a_end] for t in segment]
+                tokens_b: list[int] = []
+                if len(chunk) == 1 or rng.random() < nsp_prob:
+                    is_random_next = True
+                    target_b_length = target_seq_length - len(tokens_a)
+                    for _ in range(10):  # another document, if there is one
+                        other = rng.randint(0, len(documents) - 1)
+                        if other != index:
+                            break
+                    random_document = documents[other]
+                    for segment in random_document[rng.randint(0, len(random_document) - 1) :]:
+                        tokens_b.extend(segment)
+                        if len(tokens_b) >= target_b_length:
+                            break
+                    i -= len(chunk) - a_end  # the unused segments go back for the next instance
+                else:
+                    is_random_next = False
+                    tokens_b = [t for segment in chunk[a_end:] for t in segment]
+                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+                instances.append((tokens_a, tokens_b, is_random_next))
+            chunk, length = [], 0
+        i += 1
+    return instances
+
+
+def create_instances(
+    documents: Sequence[Document], max_seq_length: int = 128, short_seq_prob: float = 0.1, nsp_prob: float = 0.5, dupe_factor: int = 1, seed: int = 12345
+) -> list[Instance]:
+    """All instances of ``documents`` (empty sentences and documents dropped), ``dupe_factor``
+    times over, shuffled; deterministic for ``seed``."""
+    if max_seq_length < 5:
+        raise UserError(f"max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
+    rng = random.Random(seed)
+    docs = [d for d in ([s for s in doc if s] for doc in documents) if d]
+    rng.shuffle(docs)
+    instances = [
+        inst
+        for _ in range(dupe_factor)
+        for index in range(len(docs))
+        for inst in create_instances_from_document(docs, index, max_seq_length, short_seq_prob, nsp_prob, rng)
+    ]
+    rng.shuffle(instances)
+    return instances
+
+
+def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) -> dict[str, list]:
+    """``input_ids`` (``[CLS] A [SEP] B [SEP]``), ``token_type_ids`` and ``next_sentence_label``
+    (0: B follows A, 1: B is random, as Hugging Face's ``BertForPreTraining``)."""
+    ids, types, labels = [], [], []
+    for a, b, is_random in instances:
+        ids.append([cls_id, *a, sep_id, *b, sep_id])
+        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+        labels.append(int(is_random))
+    return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": labels}
+
+
+def tokenize_documents(tok: Tokenizer, documents: Sequence[Sequence[str]]) -> list[Document]:
+    """Each sentence as token ids, without special tokens."""
+    flat = [s for d in documents for s in d]
+    encoded = iter(tok.encode_batch(flat, add_special_tokens=False))
+    return [[next(encoded).ids for _ in d] for d in documents]
+
+
+class PretrainingInstances(Dataset):
+    """A split of the cached instances, held as flat arrays: item ``i`` is a dict of
+    ``input_ids`` (int32), ``token_type_ids`` (int8) and ``next_sentence_label`` (int)."""
+
+    def __init__(self, ds: Any) -> None:
+        import pyarrow.compute as pc
+
+        table = ds.with_format("arrow")[:]
+        ids = table.column("input_ids")
+        lengths = pc.list_value_length(ids).to_numpy()
+        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=self.offsets[1:])
+        self.ids = pc.list_flatten(ids).to_numpy().astype(np.int32, copy=False)
+        self.types = pc.list_flatten(table.column("token_type_ids")).to_numpy().astype(np.int8, copy=False)
+        self.nsp = table.column("next_sentence_label").to_numpy().astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.nsp)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return {"input_ids": self.ids[a:b], "token_type_ids": self.types[a:b], "next_sentence_label": int(self.nsp[i])}
+
+
+# --- dynamic masking --------------------------------------------------------------------------------
+class MaskedLMCollator:
+    """Pads a list of instances into a batch and masks it for the masked-LM loss.
+
+    Per sequence, ``round(mlm_probability * eligible)`` tokens (at least one) are chosen among
+    the non-special tokens; 80% of them become ``[MASK]``, 10% a random non-special token, 10%
+    stay. ``labels`` holds the original id where chosen, -100 elsewhere. With
+    ``whole_word_masking``, ``##`` pieces join the previous token into a word, words are chosen
+    whole, and the budget counts tokens (a word that would overshoot it is skipped), as in
+    google's ``create_masked_lm_predictions``. All randomness comes from torch's global RNG,
+    which :class:`~tfm.data.loading.SeededTransform` seeds per batch. A batch is padded to its
+    longest sequence, rounded up to ``pad_to_multiple_of`` but never beyond ``max_length``.
+    """
+
+    def __init__(
+        self,
+        tok: Tokenizer,
+        mlm_probability: float = 0.15,
+        whole_word_masking: bool = False,
+        pad_to_multiple_of: int | None = 8,
+        max_length: int | None = None,
+    ) -> None:
+        ids = special_ids(tok)
+        self.pad_id, self.mask_id = ids["[PAD]"], ids["[MASK]"]
+        self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
+        self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
+        vocab = tok.get_vocab()
+        size = max(vocab.values()) + 1
+        self.special = torch.zeros(size, dtype=torch.bool)
+        self.special[list(ids.values())] = True
+        self.continuation = torch.zeros(size, dtype=torch.bool)
+        self.continuation[[i for t, i in vocab.items() if t.startswith(CONTINUATION_PREFIX) and len(t) > len(CONTINUATION_PREFIX)]] = True
+        self.random_ids = (~self.special).nonzero().flatten()
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
+        """Pads and masks; samples that carry ``labels`` are masked already (:class:`StaticMasks`)."""
+        longest = max(len(s["input_ids"]) for s in samples)
+        length = longest
+        if self.pad_to_multiple_of:
+            length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            if self.max_length is not None:
+                length = max(longest, min(length, self.max_length))
+        ids = np.full((len(samples), length), self.pad_id, dtype=np.int64)
+        types = np.zeros((len(samples), length), dtype=np.int64)
+        for row, s in enumerate(samples):
+            n = len(s["input_ids"])
+            ids[row, :n], types[row, :n] = s["input_ids"], s["token_type_ids"]
+        input_ids = torch.from_numpy(ids)
+        if "labels" in samples[0]:
+            fixed = np.full((len(samples), length), -100, dtype=np.int64)
+            for row, s in enumerate(samples):
+                fixed[row, : len(s["labels"])] = s["labels"]
+            masked, labels = input_ids, torch.from_numpy(fixed)
+        else:
+            masked, labels = self.mask(input_ids)
+        return {
+            "input_ids": masked,
+            "token_type_ids": torch.from_numpy(types),
+            "attention_mask": (input_ids != self.pad_id).long(),
+            "labels": labels,
+            "next_sentence_label": torch.tensor([s["next_sentence_label"] for s in samples], dtype=torch.long),
+        }
+
+    def mask(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """``(masked input_ids, labels)`` for a padded ``(batch, length)`` batch."""
+        b, n = input_ids.shape
+        eligible = ~self.special[input_ids]
+        starts = eligible
+        if self.whole_word_masking:  # a ## piece continues the word before it, if that is eligible
+            before = torch.cat([torch.zeros(b, 1, dtype=torch.bool), eligible[:, :-1]], 1)
+            starts = eligible & ~(self.continuation[input_ids] & before)
+        word = (starts.long().cumsum(1) - 1).clamp(min=0)  # each token's word number in its row
+        num_words = starts.sum(1, keepdim=True)
+        budget = (eligible.sum(1, keepdim=True) * self.mlm_probability).round().long().clamp(min=1)
+        slots = torch.arange(n).expand(b, n)
+        order = torch.rand(b, n).masked_fill(slots >= num_words, 2.0).argsort(1)  # words in random order
+        if self.whole_word_masking:
+            sizes = torch.zeros(b, n, dtype=torch.long).scatter_add_(1, word, eligible.long()).gather(1, order)
+            take = torch.zeros(b, n, dtype=torch.bool)
+            count = torch.zeros(b, 1, dtype=torch.long)
+            for k in range(int(num_words.max())):  # greedy: skip a word that overshoots the budget
+                fits = (sizes[:, k : k + 1] > 0) & (count + sizes[:, k : k + 1] <= budget)
+                take[:, k : k + 1] = fits
+                count += sizes[:, k : k + 1] * fits
+        else:
+            take = (slots < budget) & (slots < num_words)
+        chosen_words = torch.zeros(b, n, dtype=torch.bool).scatter_(1, order, take)
+        chosen = eligible & chosen_words.gather(1, word)
+        labels = input_ids.masked_fill(~chosen, -100)
+        r = torch.rand(b, n)
+        random_tokens = self.random_ids[torch.randint(len(self.random_ids), (b, n))]
+        masked = torch.where(chosen & (r < 0.8), self.mask_id, input_ids)
+        masked = torch.where(chosen & (r >= 0.9), random_tokens, masked)
+        return masked, labels
+
+
+class StaticMasks(Dataset):
+    """An evaluation split masked once, each instance from ``(seed, its index)`` alone: the same
+    masks every epoch, whatever the batch size or the number of DDP ranks (so validation numbers
+    of one process and of several agree, as google-research/bert's fixed evaluation set)."""
+
+    def __init__(self, instances: PretrainingInstances, collator: MaskedLMCollator, seed: int) -> None:
+        self.instances = instances
+        self.items: list[dict[str, Any]] = []
+        with torch.random.fork_rng(devices=[]):
+            for i in range(len(instances)):
+                item = instances[i]
+                torch.manual_seed(mix_seed(seed, i))
+                masked, labels = collator.mask(torch.from_numpy(item["input_ids"].astype(np.int64))[None])
+                self.items.append({**item, "input_ids": masked[0].numpy(), "labels": labels[0].numpy()})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+# --- the DataModule ---------------------------------------------------------------------------------
+class BertPretrainingDataModule(ResumableDataModule):
+    """Masked-LM and next-sentence-prediction batches for BERT pretraining.
+
+    Batches are dicts of ``input_ids``, ``token_type_ids``, ``attention_mask`` (1: a real token),
+    ``labels`` (-100: not predicted) and ``next_sentence_label`` (1: B is random), all int64,
+    padded to the longest sequence of the batch.
+
+    Args:
+        source: ``brown`` (bundled), a text file or folder, or ``hf:<name>[:<config>]``.
+        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one; default:
+            train a WordPiece vocabulary on the corpus (cached).
+        vocab_size: size of the vocabulary to train.
+        lowercase: lower-case (uncased) vocabulary to train; a loaded one keeps its own.
+        max_seq_length: tokens per instance, ``[CLS]`` and both ``[SEP]`` included.
+        short_seq_prob: chance that a document's instances aim at a random shorter length.
+        nsp_prob: chance that segment B comes from another document.
+        mlm_probability: share of the non-special tokens to predict.
+        whole_word_masking: mask all pieces of a word together.
+        dupe_factor: times each document is turned into instances (with other random pairs).
+        val_fraction: share of the documents held out for validation.
+        test_fraction: share of the documents held out for testing.
+        split_seed: seed of the document split and of the sentence pairs built from them.
+        max_documents: use only the first documents of the source.
+        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
+        cache_dir: cache folder (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
+        num_workers: DataLoader worker processes.
+        seed: data order and masking seed (runs resume with exactly the same batches).
+    """
+
+    def __init__(
+        self,
+        source: str = "brown",
+        tokenizer: str | None = None,
+        vocab_size: int = 8192,
+        lowercase: bool = True,
+        max_seq_length: int = 128,
+        short_seq_prob: float = 0.1,
+        nsp_prob: float = 0.5,
+        mlm_probability: float = 0.15,
+        whole_word_masking: bool = False,
+        dupe_factor: int = 1,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.05,
+        split_seed: int = 0,
+        max_documents: int | None = None,
+        pad_to_multiple_of: int | None = 8,
+        cache_dir: str | None = None,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        for name, p in (("short_seq_prob", short_seq_prob), ("nsp_prob", nsp_prob), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= p <= 1.0:
+                raise UserError(f"--data.{name} {p} is not between 0 and 1")
+        if not 0.0 < mlm_probability <= 1.0:
+            raise UserError(f"--data.mlm_probability {mlm_probability} is not in (0, 1]")
+        if val_fraction + test_fraction >= 1.0:
+            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no training documents")
+        if max_seq_length < 5:
+            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
+        if dupe_factor < 1 or (max_documents is not None and max_documents < 1):
+            raise UserError("--data.dupe_factor and --data.max_documents must be at least 1")
+        self.source = resolve_source(source)
+        self.tokenizer_path = tokenizer
+        if tokenizer is not None and not Path(tokenizer).expanduser().exists():
+            raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")
+        self.vocab_size, self.lowercase = vocab_size, lowercase
+        self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor = max_seq_length, short_seq_prob, nsp_prob, dupe_factor
+        self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of = mlm_probability, whole_word_masking, pad_to_multiple_of
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.max_documents = max_documents
+        self.cache_dir = cache_root(cache_dir)
+        self._tokenizer: Tokenizer | None = None
+        self._documents: list[list[str]] | None = None
+        self._splits: dict[str, PretrainingInstances] = {}
+
+    # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The loaded tokenizer, or the one trained (or found cached) for the corpus."""
+        if self._tokenizer is None:
+            if self.tokenizer_path is not None:
+                self._tokenizer = load_tokenizer(self.tokenizer_path)
+            else:
+                self._tokenizer = wordpiece_tokenizer(
+                    lambda: (s for d in self.documents() for s in d),
+                    f"{self.source.key}|max_documents={self.max_documents}",
+                    vocab_size=self.vocab_size,
+                    lowercase=self.lowercase,
+                    cache_dir=self.cache_dir / "tokenizers",
+                )
+            special_ids(self._tokenizer)
+        return self._tokenizer
+
+    @property
+    def tokenizer_vocab_size(self) -> int:
+        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def pad_token_id(self) -> int:
+        return special_ids(self.tokenizer)["[PAD]"]
+
+    def save_tokenizer(self, folder: str | Path) -> Path:
+        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
+        return save_tokenizer(self.tokenizer, folder)
+
+    def documents(self) -> list[list[str]]:
+        """The source's documents (the first ``max_documents``), as lists of sentences."""
+        if self._documents is None:
+            self._documents = self.source.documents(self.max_documents)
+        return self._documents
+
+    # --- instances, cached on disk --------------------------------------------------------------
+    def split_documents(self, n: int) -> dict[str, list[int]]:
+        """Document indices of each split: deterministic for ``split_seed``."""
+        order = list(range(n))
+        random.Random(self.split_seed).shuffle(order)
+        n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
+        if n - n_val - n_test < 1:
+            raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits (lower --data.val_fraction/--data.test_fraction)")
+        return {"validation": sorted(order[:n_val]), "test": sorted(order[n_val : n_val + n_test]), "train": sorted(order[n_val + n_test :])}
+
+    @property
+    def instances_path(self) -> Path:
+        """The cache folder of this tokenizer's, source's and settings' instances."""
+        settings = {
+            "format": _CACHE_FORMAT,
+            "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
+            "source": self.source.key,
+            "max_documents": self.max_documents,
+            "split": [self.val_fraction, self.test_fraction, self.split_seed],
+            "instances": [self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor],
+        }
+        key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        return self.cache_dir / "pretraining" / f"{Path(str(self.source)).name.replace(':', '_')}-{self.max_seq_length}-{key}"
+
+    def build_instances(self) -> Any:
+        """Tokenize the documents, build each split's instances and write them (a ``datasets``
+        ``DatasetDict``) to :attr:`instances_path`, unless they are there already."""
+        import datasets
+        from filelock import FileLock
+
+        path = self.instances_path
+        if (path / "dataset_dict.json").is_file():
+            return datasets.load_from_disk(str(path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):
+            if (path / "dataset_dict.json").is_file():
+                return datasets.load_from_disk(str(path))
+            tok = self.tokenizer
+            ids = special_ids(tok)
+            docs = tokenize_documents(tok, self.documents())
+            features = datasets.Features(
+                {
+                    "input_ids": datasets.Sequence(datasets.Value("int32")),
+                    "token_type_ids": datasets.Sequence(datasets.Value("int8")),
+                    "next_sentence_label": datasets.Value("int8"),
+                }
+            )
+            splits = {}
+            for k, (split, picks) in enumerate(self.split_documents(len(docs)).items()):
+                instances = create_instances(
+                    [docs[i] for i in picks], self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, mix_seed(self.split_seed, k)
+                )
+                splits[split] = datasets.Dataset.from_dict(instance_columns(instances, ids["[CLS]"], ids["[SEP]"]), features=features)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            bars = datasets.is_progress_bar_enabled()
+            datasets.disable_progress_bars()
+            try:
+                datasets.DatasetDict(splits).save_to_disk(str(tmp))
+            finally:
+                if bars:
+                    datasets.enable_progress_bars()
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)  # never a half-written cache
+        return datasets.load_from_disk(str(path))
+
+    def prepare_data(self) -> None:
+        self.build_instances()
+
+    def setup(self, stage: str) -> None:
+        if not self._splits:
+            built = self.build_instances()
+            self._splits = {split: PretrainingInstances(built[split]) for split in SPLITS}
+        self.collator = MaskedLMCollator(self.tokenizer, self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of, self.max_seq_length)
+        self._eval: dict[str, StaticMasks] = {}
+
+    def _static(self, split: str) -> StaticMasks:
+        if split not in self._eval:
+            self._eval[split] = StaticMasks(self._splits[split], self.collator, mix_seed(self.seed, 1 + SPLITS.index(split)))
+        return self._eval[split]
+
+    @property
+    def train_set(self) -> PretrainingInstances:
+        return self._splits["train"]
+
+    @property
+    def val_set(self) -> PretrainingInstances:
+        return self._splits["validation"]
+
+    @property
+    def test_set(self) -> PretrainingInstances:
+        return self._splits["test"]
+
+    def train_dataloader(self) -> DataLoader:
+        return self.train_loader(self.train_set, self.collator, collate=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.eval_loader(self._static("validation"), self.collator, collate=True)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.eval_loader(self._static("test"), self.collator, collate=True)
