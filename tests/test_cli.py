@@ -35,6 +35,10 @@ def snapshot(root: Path) -> dict[str, str]:
 CONFIG_TEST_ARGS = {
     "vit_base": lambda tmp: [f"--data.dataset={make_image_folder(tmp / 'imagenet_like' / 'train', per_class=2, size=224)}",
                              "--data.batch_size=2", "--data.num_workers=0"],
+    # the GPU-size BERTs: their config as written, two layers deep (a step of 24 layers and a 4 GB
+    # checkpoint are not a test)
+    "bert_base": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
+    "bert_large": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
 }
 
 

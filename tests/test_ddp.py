@@ -19,6 +19,7 @@ from tfm.cli import main
 
 TASKS = {
     "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--data.batch_size=64"]),
+    "bert_tiny": ("configs/bert_tiny.yaml", ["--data.max_documents=60", "--data.batch_size=32"]),
 }
 
 
@@ -39,9 +40,9 @@ def test_ddp_validation_equals_one_process(task, tmp_path):
     one = run_cli("validate", *common, f"--ckpt_path={ckpt}")
     two = run_cli("validate", *common, f"--ckpt_path={ckpt}", "--trainer.strategy=ddp", "--trainer.devices=2",
                   "--trainer.accelerator=cpu")
-    assert one.keys() == two.keys() and "val/acc1" in one
+    assert one.keys() == two.keys() and any(k.startswith("val/") and "acc" in k for k in one)
     for k in one:
-        assert two[k] == pytest.approx(one[k], abs=1e-6), k
+        assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), k  # sums in another order
 
 
 @pytest.mark.parametrize("task", TASKS)

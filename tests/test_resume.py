@@ -12,6 +12,9 @@ TASKS = {
     "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--model.dropout=0.1", "--model.drop_path_rate=0.2",
                          "--model.ema_decay=0.9", "--data.batch_size=8", "--trainer.limit_train_batches=5",
                          "--trainer.limit_val_batches=1"]),
+    # dynamic masking drawn per batch, dropout, two epochs of a small corpus
+    "bert_tiny": ("configs/bert_tiny.yaml", ["--data.max_documents=40", "--data.batch_size=8", "--trainer.limit_train_batches=5",
+                  "--trainer.limit_val_batches=1", "--model.ema_decay=0.9"]),
 }
 
 

@@ -195,6 +195,10 @@ class RunConfigSaver(SaveConfigCallback):
 
                 cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
                 logger.experiment.config.update({"tfm_config": cfg, "git_commit": git_commit()}, allow_val_change=True)
+                run_dir = Path(trainer.default_root_dir)
+                for name in ("config.yaml", "tokenizer.json", "vocab.txt"):
+                    if (run_dir / name).is_file():
+                        logger.experiment.save(str(run_dir / name), base_path=str(run_dir), policy="now")
 
 
 class TFMCLI(LightningCLI):
@@ -220,6 +224,9 @@ class TFMCLI(LightningCLI):
         parser.add_class_arguments(RunOptions, "run", fail_untyped=True)
         for attr in ("num_classes", "class_names", "image_size", "in_chans"):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
+        # text tasks: the vocabulary comes from the DataModule's tokenizer
+        parser.link_arguments("data.tokenizer_vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
+        parser.link_arguments("data.pad_token_id", "model.init_args.pad_token_id", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse errors (an unknown key, a bad value) become one line instead of a usage dump."""
@@ -279,12 +286,31 @@ class TFMCLI(LightningCLI):
                     f"run folder {exp_dir / opts.version} already exists: resume it with --ckpt_path last, or choose another --run.version"
                 )
             run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
+        if ckpt:
+            self._reuse_tokenizer(cfg, Path(ckpt))
         for folder in (run_dir, run_dir / "checkpoints"):
             for partial in remove_partial_checkpoints(folder):
                 rank_zero_warn(f"removed {partial}: a checkpoint write that was interrupted")
         cfg.ckpt_path = ckpt
         cfg.trainer.default_root_dir = str(run_dir)
         self.run_name, self.run_dir = name, run_dir
+
+    @staticmethod
+    def _reuse_tokenizer(cfg: Any, ckpt: Path) -> None:
+        """A checkpoint goes on with the vocabulary it was trained with: its run folder's
+        tokenizer.json, unless --data.tokenizer names one (retraining could shift the ids)."""
+        args = cfg.data.get("init_args") if hasattr(cfg.data, "get") else None
+        if args is None or "tokenizer" not in args or args.tokenizer is not None:
+            return
+        run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        if (run / "tokenizer.json").is_file():
+            args.tokenizer = str(run / "tokenizer.json")
+
+    def _check_lengths(self) -> None:
+        max_len = getattr(self.datamodule, "max_seq_length", None)
+        max_pos = getattr(self.model, "hparams", {}).get("max_positions")
+        if max_len and max_pos and max_len > max_pos:
+            raise UserError(f"--data.max_seq_length {max_len} exceeds the model's {max_pos} positions: raise --model.max_positions or shorten the data")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand]
@@ -293,6 +319,10 @@ class TFMCLI(LightningCLI):
         if ckpt:
             check_checkpoint_fits(Path(ckpt), self.model)
         run_dir = self.run_dir
+        self._check_lengths()
+        if self.subcommand == "fit" and hasattr(self.datamodule, "save_tokenizer") and not (run_dir / "tokenizer.json").exists():
+            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+                self.datamodule.save_tokenizer(run_dir)  # the checkpoint travels with its vocabulary
         callbacks = list(cfg.trainer.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             metric, mode = getattr(self.model, "monitor", ("val/loss", "min"))

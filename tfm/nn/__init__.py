@@ -2,9 +2,29 @@
 
 >>> from tfm.nn import vit_tiny
 >>> model = vit_tiny(num_classes=10)
+>>> from tfm.nn import BertForPretraining, bert_mini
+>>> model = BertForPretraining(bert_mini(vocab_size=8000))
 """
 
 from .attention import KVCache, LayerCache, MultiHeadAttention, padding_mask
+from .bert import (
+    BERT_PRESETS,
+    Bert,
+    BertForPretraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertOutput,
+    PretrainingOutput,
+    bert_base,
+    bert_large,
+    bert_mini,
+    bert_small,
+    bert_tiny,
+    create_bert,
+    masked_positions,
+    pretraining_loss,
+)
 from .config import TransformerConfig
 from .embeddings import (
     LearnedPositionEmbedding,
@@ -14,6 +34,7 @@ from .embeddings import (
     resize_pos_embed,
     sinusoid_table,
 )
+from .heads import MLMHead, NSPHead, SequenceClassificationHead, SpanHead, TokenClassificationHead
 from .layers import DropPath, FeedForward, TransformerLayer
 from .models import VIT_PRESETS, VisionTransformer, create_vit, vit_base, vit_large, vit_small, vit_tiny
 from .transformer import Decoder, Encoder, EncoderDecoder
@@ -24,4 +45,8 @@ __all__ = [
     "resize_pos_embed", "sinusoid_table", "DropPath", "FeedForward", "TransformerLayer",
     "VIT_PRESETS", "VisionTransformer", "create_vit", "vit_base", "vit_large", "vit_small", "vit_tiny",
     "Decoder", "Encoder", "EncoderDecoder",
+    "BERT_PRESETS", "Bert", "BertForPretraining", "BertForQuestionAnswering", "BertForSequenceClassification",
+    "BertForTokenClassification", "BertOutput", "PretrainingOutput", "bert_base", "bert_large", "bert_mini",
+    "bert_small", "bert_tiny", "create_bert", "masked_positions", "pretraining_loss",
+    "MLMHead", "NSPHead", "SequenceClassificationHead", "SpanHead", "TokenClassificationHead",
 ]

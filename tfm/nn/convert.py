@@ -6,17 +6,26 @@ names, checks every shape and fails with one clear message when something does n
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from .bert import (
+    Bert,
+    BertForPretraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 from .models import VisionTransformer
 
 StateDict = Mapping[str, Tensor]
+M = TypeVar("M", bound=nn.Module)
 
 
 class ConversionError(ValueError):
@@ -161,3 +170,237 @@ def _keep_head_if_it_fits(model: VisionTransformer, sd: dict[str, Tensor]) -> di
     if missing:
         raise ConversionError(f"ViT weights lack {missing[:5]} (another ViT variant?)")
     return sd
+
+
+# Hugging Face BERT ---------------------------------------------------------------------------------
+
+_HF_BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
+_HF_BERT_RENAMES = [  # applied in order to names without the ``bert.`` prefix
+    (r"\.gamma$", ".weight"),  # checkpoints converted from TensorFlow long ago
+    (r"\.beta$", ".bias"),
+    (r"^embeddings\.word_embeddings\.", "bert.embeddings.tokens."),
+    (r"^embeddings\.position_embeddings\.", "bert.embeddings.positions."),
+    (r"^embeddings\.token_type_embeddings\.", "bert.embeddings.segments."),
+    (r"^embeddings\.LayerNorm\.", "bert.embeddings.norm."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"bert.encoder.blocks.\1.attn.proj."),
+    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"bert.encoder.blocks.\1.norm1."),
+    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"bert.encoder.blocks.\1.mlp.fc1."),
+    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"bert.encoder.blocks.\1.mlp.fc2."),
+    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"bert.encoder.blocks.\1.norm2."),
+    (r"^pooler\.dense\.", "bert.pooler."),
+    (r"^cls\.predictions\.transform\.dense\.", "mlm.dense."),
+    (r"^cls\.predictions\.transform\.LayerNorm\.", "mlm.norm."),
+    (r"^cls\.predictions\.bias$", "mlm.decoder.bias"),
+    (r"^cls\.seq_relationship\.", "nsp.proj."),
+    (r"^classifier\.", "classifier.proj."),
+    (r"^qa_outputs\.", "qa.proj."),
+]
+_HF_BERT_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+_HF_BERT_DROPPED = re.compile(r"^embeddings\.(position_ids|token_type_ids)$|^cls\.predictions\.decoder\.bias$")
+# parts of a task model that may be absent from a checkpoint: they keep their initialisation
+_HEAD_PREFIXES = ("bert.pooler.", "mlm.", "nsp.", "classifier.", "qa.")
+
+
+def hf_bert_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~tfm.nn.bert.Bert` arguments from an HF ``BertConfig`` dict (``config.json``)."""
+    if config.get("model_type", "bert") != "bert":
+        raise ConversionError(f"model_type={config['model_type']!r} is not BERT (tfm imports model_type 'bert')")
+    if config.get("position_embedding_type", "absolute") != "absolute":
+        raise ConversionError(f"position_embedding_type={config['position_embedding_type']!r}: tfm's BERT has absolute positions only")
+    if config.get("is_decoder") or config.get("add_cross_attention"):
+        raise ConversionError("a BERT decoder (is_decoder / add_cross_attention) is not supported: tfm's Bert is an encoder")
+    act = config.get("hidden_act", "gelu")
+    if act not in _HF_BERT_ACTIVATIONS:
+        raise ConversionError(f"hidden_act={act!r}: tfm's BERT supports {', '.join(_HF_BERT_ACTIVATIONS)}")
+    need = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+    missing = [k for k in need if k not in config]
+    if missing:
+        raise ConversionError(f"BERT config lacks {', '.join(missing)}")
+    return dict(
+        vocab_size=config["vocab_size"],
+        dim=config["hidden_size"],
+        depth=config["num_hidden_layers"],
+        num_heads=config["num_attention_heads"],
+        ffn_dim=config["intermediate_size"],
+        max_positions=config.get("max_position_embeddings", 512),
+        type_vocab_size=config.get("type_vocab_size", 2),
+        pad_token_id=config.get("pad_token_id", 0),
+        dropout=config.get("hidden_dropout_prob", 0.1),
+        attn_dropout=config.get("attention_probs_dropout_prob", 0.1),
+        layer_norm_eps=config.get("layer_norm_eps", 1e-12),
+        activation=_HF_BERT_ACTIVATIONS[act],
+    )
+
+
+def hf_bert_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
+    """Rename an HF BERT state dict (``BertModel``, ``BertForPreTraining``, ``BertForMaskedLM``,
+    ``BertFor{Sequence,Token}Classification``, ``BertForQuestionAnswering``) to the names of the
+    tfm task models: the encoder under ``bert.``, heads ``mlm.``, ``nsp.``, ``classifier.``,
+    ``qa.``. Query, key and value are fused into one ``qkv``; the MLM decoder weight is dropped
+    (tfm ties it to the word embeddings, and refuses a checkpoint where it is not tied)."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
+    decoder = None
+    for key, value in state_dict.items():
+        name = key.removeprefix("bert.")
+        if _HF_BERT_DROPPED.search(name):
+            continue
+        if name == "cls.predictions.decoder.weight":
+            decoder = value
+            continue
+        if m := _HF_BERT_QKV.match(name):
+            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
+            continue
+        new = name
+        for pattern, repl in _HF_BERT_RENAMES:
+            new = re.sub(pattern, repl, new)
+        if new == name:
+            raise ConversionError(f"HF BERT weight {key} has no counterpart in tfm (another BERT variant?)")
+        out[new] = value
+    if "mlm.decoder.bias" not in out and "cls.predictions.decoder.bias" in state_dict:
+        out["mlm.decoder.bias"] = state_dict["cls.predictions.decoder.bias"]
+    for (layer, kind), parts in sorted(qkv.items()):
+        if set(parts) != {"query", "key", "value"}:
+            raise ConversionError(f"HF BERT layer {layer}: {kind} of query/key/value incomplete ({', '.join(sorted(parts))})")
+        out[f"bert.encoder.blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    words = out.get("bert.embeddings.tokens.weight")
+    if decoder is not None and words is not None and not torch.equal(decoder, words):
+        raise ConversionError("HF BERT MLM decoder is not tied to the word embeddings: tfm's MLM head always ties them")
+    return out
+
+
+def load_hf_bert(
+    source: StateDict | str | Path,
+    model_cls: type[M] = Bert,  # type: ignore[assignment]
+    config: Mapping[str, Any] | str | Path | None = None,
+    num_labels: int | None = None,
+    **overrides: Any,
+) -> M:
+    """An HF BERT checkpoint as a tfm model of class ``model_cls``.
+
+    ``source``: a folder with ``config.json`` and ``model.safetensors`` or ``pytorch_model.bin``
+    (what ``save_pretrained`` writes, sharded or not), a weights file (``config.json`` next to it
+    or ``config=``), a state dict (with ``config=``), or a Hub repo id (downloaded with
+    ``huggingface_hub`` when installed and online). ``model_cls``: :class:`Bert`,
+    :class:`BertForPretraining`, :class:`BertForSequenceClassification`,
+    :class:`BertForTokenClassification` or :class:`BertForQuestionAnswering`.
+
+    Every encoder weight must be in the checkpoint; heads (pooler, MLM, NSP, classifier, QA) are
+    loaded when present with matching shapes and keep their fresh initialisation otherwise (a
+    pretrained encoder under a new classifier). ``num_labels`` defaults to the checkpoint's
+    classifier; ``overrides`` change :class:`Bert` arguments (``dropout=0.0``).
+    """
+    hf_sd, cfg_dict, what = _hf_bert_source(source, config)
+    sd = hf_bert_to_tfm(hf_sd)
+    cfg = {**hf_bert_config(cfg_dict), **overrides}
+    head_dropout = cfg_dict.get("classifier_dropout")
+    if model_cls is Bert:
+        model: nn.Module = Bert(**cfg, add_pooler="bert.pooler.weight" in sd)
+        sd = {k.removeprefix("bert."): v for k, v in sd.items() if k.startswith("bert.")}
+    elif model_cls is BertForPretraining:
+        model = BertForPretraining(Bert(**cfg))
+    elif model_cls in (BertForSequenceClassification, BertForTokenClassification):
+        if num_labels is None and "classifier.proj.weight" not in sd:
+            raise ConversionError(f"{what} has no classifier to read the number of labels from: pass num_labels=")
+        n = num_labels if num_labels is not None else sd["classifier.proj.weight"].shape[0]
+        model = model_cls(Bert(**cfg), n, head_dropout)
+    elif model_cls is BertForQuestionAnswering:
+        model = BertForQuestionAnswering(Bert(**cfg, add_pooler=False))
+    else:
+        names = "Bert, BertForPretraining, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering"
+        raise ConversionError(f"model_cls={getattr(model_cls, '__name__', model_cls)}: use one of {names}")
+    own = model.state_dict()
+    heads = _HEAD_PREFIXES if model_cls is not Bert else ("pooler.",)
+    keep = {}
+    for k, v in sd.items():
+        if k not in own:
+            continue  # a head this model does not have (NSP when loading a Bert, say)
+        if k.startswith(heads) and v.shape != own[k].shape:
+            continue  # another number of labels: the head starts afresh
+        keep[k] = v
+    aliases = _tied_aliases(model)
+    missing = sorted(k for k in own if k not in keep and k not in aliases and not k.startswith(heads))
+    if missing:
+        raise ConversionError(f"{what} lacks encoder weights {missing[:3]} (config and checkpoint disagree?)")
+    load_into(model, keep, what, strict=False)
+    return model  # type: ignore[return-value]
+
+
+def _tied_aliases(model: nn.Module) -> set[str]:
+    """State-dict names of parameters that are the same tensor as an earlier name (a tied decoder)."""
+    seen: set[int] = set()
+    aliases = set()
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in seen:
+            aliases.add(name)
+        seen.add(id(p))
+    return aliases
+
+
+_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _hf_bert_source(
+    source: StateDict | str | Path, config: Mapping[str, Any] | str | Path | None
+) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """``(state dict, config dict, description for messages)`` of a checkpoint source."""
+    if not isinstance(source, (str, Path)):
+        if config is None:
+            raise ConversionError("a state dict does not say the number of heads: pass config= (an HF config dict or config.json)")
+        return dict(source), _read_config(config), "HF BERT state dict"
+    path = Path(source).expanduser()
+    if not path.exists():
+        if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
+            path = _hub_download(source)
+        else:
+            raise ConversionError(f"BERT checkpoint {source} does not exist (a folder with config.json and model.safetensors)")
+    what = f"HF BERT {source}"
+    if path.is_dir():
+        weights = next((path / f for f in _HF_WEIGHT_FILES if (path / f).is_file()), None)
+        if weights is None:
+            raise ConversionError(f"{path} holds no {' or '.join(_HF_WEIGHT_FILES[::2])}")
+    else:
+        weights, path = path, path.parent
+    if config is None:
+        if not (path / "config.json").is_file():
+            raise ConversionError(f"no config.json in {path}: pass config= (an HF config dict or config.json)")
+        config = path / "config.json"
+    return _read_weights(weights), _read_config(config), what
+
+
+def _read_weights(path: Path) -> dict[str, Tensor]:
+    if not path.name.endswith(".index.json"):
+        return load_state_dict_file(path)
+    shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+    sd: dict[str, Tensor] = {}
+    for shard in shards:
+        if not (path.parent / shard).is_file():
+            raise ConversionError(f"{path} names the shard {shard}, which is not in {path.parent}")
+        sd.update(load_state_dict_file(path.parent / shard))
+    return sd
+
+
+def _read_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = Path(config)
+    if not path.is_file():
+        raise ConversionError(f"BERT config {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"BERT config {path} is not valid JSON: {e}") from None
+
+
+def _hub_download(repo_id: str) -> Path:
+    """The Hub snapshot of ``repo_id`` (config and weights only), or a one-line error."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ConversionError(f"{repo_id} is not a local path, and huggingface_hub is not installed to download it") from None
+    try:
+        folder = snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors*", "pytorch_model.bin*"])
+    except Exception as e:  # offline, unknown repo, gated model...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConversionError(f"{repo_id} is not a local path, and downloading it from the Hugging Face Hub failed: {type(e).__name__}: {first}") from None
+    return Path(folder)

@@ -1,0 +1,143 @@
+"""BertPretraining: masked LM + next-sentence prediction (Devlin et al. 2019)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric, MetricCollection
+
+from ..errors import UserError
+from ..nn.bert import BERT_PRESETS, BertForPretraining, create_bert, masked_positions, pretraining_loss
+from ..nn.convert import ConversionError, load_hf_bert, load_into, load_state_dict_file
+from .base import TaskModule
+
+Batch = dict[str, Tensor]
+
+
+class BertPretraining(TaskModule):
+    """BERT pretraining: loss = masked-LM cross-entropy (at the masked positions only) + NSP.
+
+    Logs per stage: ``loss``, ``mlm_loss``, ``mlm_acc``, ``perplexity`` (exp of the mean MLM loss
+    over the epoch), ``nsp_loss``, ``nsp_acc``. The paper's optimiser is the default: AdamW
+    (weight decay 0.01, not on biases and LayerNorms), linear warmup, then linear decay.
+
+    Args:
+        arch: a BERT preset (``bert_tiny``, ``bert_mini``, ``bert_small``, ``bert_base``,
+            ``bert_large``); ``dim``, ``depth``, ``num_heads``, ``ffn_dim`` override it.
+        vocab_size, pad_token_id: linked from the DataModule's tokenizer by the CLI.
+        max_positions: learned position embeddings (at least the data's ``max_seq_length``).
+        dropout, attn_dropout: of the embeddings/residual branches and of the attention weights.
+        init_from: continue from a Hugging Face BERT (a folder with ``config.json`` and weights) or
+            a tfm checkpoint; the architecture then comes from it.
+        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
+    """
+
+    monitor = ("val/loss", "min")
+
+    def __init__(
+        self,
+        arch: str = "bert_base",
+        vocab_size: int = 30522,
+        pad_token_id: int = 0,
+        max_positions: int = 512,
+        dim: int | None = None,
+        depth: int | None = None,
+        num_heads: int | None = None,
+        ffn_dim: int | None = None,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.1,
+        init_from: str | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        schedule: str = "linear",
+        warmup_steps: int | float = 0.01,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, schedule=schedule, warmup_steps=warmup_steps, **kwargs)
+        if arch not in BERT_PRESETS:
+            raise UserError(f"arch={arch!r} is not a BERT preset: use one of {', '.join(BERT_PRESETS)}")
+        self.save_hyperparameters()
+        if init_from and not Path(init_from).is_file():
+            try:
+                self.net = load_hf_bert(init_from, BertForPretraining, dropout=dropout, attn_dropout=attn_dropout)
+            except ConversionError as e:
+                raise UserError(f"--model.init_from {init_from}: {e}") from None
+            if self.net.bert.vocab_size != vocab_size:
+                raise UserError(
+                    f"--model.init_from {init_from} has a vocabulary of {self.net.bert.vocab_size} tokens but the data's tokenizer has "
+                    f"{vocab_size}: pass its vocabulary with --data.tokenizer={init_from}"
+                )
+        else:
+            bert = create_bert(arch, vocab_size=vocab_size, pad_token_id=pad_token_id, max_positions=max_positions, dim=dim,
+                               depth=depth, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout, attn_dropout=attn_dropout)
+            self.net = BertForPretraining(bert)
+            if init_from:
+                sd = load_state_dict_file(init_from)
+                load_into(self.net, {k[4:]: v for k, v in sd.items() if k.startswith("net.")}, f"checkpoint {init_from}")
+
+        def metrics(stage: str) -> MetricCollection:
+            return MetricCollection({k: MeanMetric() for k in ("mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")}, prefix=f"{stage}/")
+
+        # one metric object per stage (lightning-hydra-template): no state leaks between them
+        self.train_metrics, self.val_metrics, self.test_metrics = metrics("train"), metrics("val"), metrics("test")
+        self.setup_ema()
+
+    def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
+        """The loss and, per metric, a (value, weight) pair: MLM ones weigh by masked tokens."""
+        net = net or self.net
+        pos = masked_positions(batch["labels"])
+        out = net(batch["input_ids"], batch["token_type_ids"], batch["attention_mask"], pos)
+        targets = batch["labels"].flatten()[pos]
+        loss, mlm, nsp = pretraining_loss(out.mlm_logits, targets, out.nsp_logits, batch["next_sentence_label"])
+        with torch.no_grad():
+            n, b = max(int(targets.numel()), 1), len(batch["next_sentence_label"])
+            mlm_acc = (out.mlm_logits.argmax(-1) == targets).float().mean() if targets.numel() else mlm.new_zeros(())
+            nsp_acc = (out.nsp_logits.argmax(-1) == batch["next_sentence_label"]).float().mean()
+        return loss, {"mlm_loss": (mlm.detach(), n), "mlm_acc": (mlm_acc, n), "nsp_loss": (nsp.detach(), b), "nsp_acc": (nsp_acc, b)}
+
+    def _update(self, metrics: MetricCollection, values: dict[str, tuple[Tensor, int]], stage: str) -> None:
+        for k, (v, w) in values.items():
+            metrics[f"{stage}/{k}"].update(v, w)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, values = self(batch)
+        self._update(self.train_metrics, values, "train")
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("train/mlm_acc", values["mlm_acc"][0], sync_dist=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch(self.train_metrics, "train")
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        loss, values = self(batch, self.eval_net)
+        self._update(self.val_metrics if stage == "val" else self.test_metrics, values, stage)
+
+    def _log_epoch(self, metrics: MetricCollection, stage: str) -> None:
+        values = {k: v for k, v in metrics.compute().items()}  # MeanMetric syncs over DDP ranks itself
+        values[f"{stage}/perplexity"] = torch.exp(values[f"{stage}/mlm_loss"].clamp(max=50.0))
+        if stage != "train":  # the loss over the whole set: MLM per masked token + NSP per sequence
+            values[f"{stage}/loss"] = values[f"{stage}/mlm_loss"] + values[f"{stage}/nsp_loss"]
+        self.log_dict(values, prog_bar=stage == "val")
+        metrics.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, "test")
+
+    def count_batch(self, batch: Batch) -> tuple[int, int]:
+        """(sequences, real tokens) of a batch, for throughput."""
+        return len(batch["input_ids"]), int(batch["attention_mask"].sum())
