@@ -163,6 +163,11 @@ def check_checkpoint_fits(path: Path, model: torch.nn.Module) -> None:
     for k, v in own.items():
         if k not in state:
             raise UserError(f"checkpoint {path} does not fit the configured {type(model).__name__}: it lacks {k}; it was written by {written_by}. Use the config that trained it (its run folder has config.yaml)")
+        if tuple(state[k].shape) != tuple(v.shape) and k.endswith("embeddings.tokens.weight"):
+            raise UserError(
+                f"checkpoint {path} has a vocabulary of {state[k].shape[0]} tokens but the tokenizer has {v.shape[0]}: use the "
+                "tokenizer it was trained with (its run folder's tokenizer.json, --data.tokenizer=...)"
+            )
         if tuple(state[k].shape) != tuple(v.shape):
             raise UserError(
                 f"checkpoint {path} does not fit the configured {type(model).__name__}: {k} is {tuple(state[k].shape)} there but "

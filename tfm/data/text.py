@@ -147,9 +147,15 @@ def _sentences(text: str) -> list[str]:
 
 
 def _read_text(path: Path) -> str:
+    """A UTF-8 text file (``.gz`` decompressed); a binary file is a clear error, not a vocabulary
+    learnt from noise (a few undecodable bytes in real text are replaced)."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
-        return f.read()
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        data = f.read()
+    text = data.decode("utf-8", errors="replace")
+    if b"\x00" in data[:65536] or text[:65536].count("\ufffd") > 0.01 * min(len(text), 65536):
+        raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or separated by blank lines")
+    return text
 
 
 def _text_files(folder: Path) -> list[Path]:
