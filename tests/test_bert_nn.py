@@ -107,7 +107,7 @@ def test_masked_positions_equal_the_full_sequence_gathered():
     # the loss on full-sequence logits with -100 labels is the same loss
     a = pretraining_loss(full.mlm_logits, labels, full.nsp_logits, nsp)
     b = pretraining_loss(at.mlm_logits, labels.flatten()[pos], at.nsp_logits, nsp)
-    assert all(abs(x.item() - y.item()) < 1e-5 for x, y in zip(a, b))
+    assert all(abs(x.item() - y.item()) < 1e-5 for x, y in zip(a, b, strict=True))
 
 
 def test_no_masked_position_gives_a_finite_loss_and_gradients():
@@ -224,6 +224,8 @@ def test_clear_errors(tmp_path, monkeypatch):
         load_hf_bert(ref.state_dict(), config={**ref.config.to_dict(), "vocab_size": 120})
     with pytest.raises(ConversionError, match="lacks encoder weights"):
         load_hf_bert(ref.state_dict(), config={**ref.config.to_dict(), "num_hidden_layers": 3})
+    with pytest.raises(ConversionError, match="encoder weights .* the model lacks"):
+        load_hf_bert(ref.state_dict(), config={**ref.config.to_dict(), "num_hidden_layers": 1})
     with pytest.raises(ConversionError, match="position_embedding_type"):
         hf_bert_config({**ref.config.to_dict(), "position_embedding_type": "relative_key"})
     with pytest.raises(ConversionError, match="model_cls"):

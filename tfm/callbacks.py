@@ -188,6 +188,8 @@ class PredictionWriter(BasePredictionWriter):
         self.written: Path | None = None
 
     def write_on_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, predictions: Any, batch_indices: Any) -> None:
+        if not hasattr(pl_module, "prediction_rows"):  # the task writes its own (QA: {id: answer})
+            return
         outputs = predictions[0] if predictions and isinstance(predictions[0], list) else predictions
         rows: list[dict[str, Any]] = []
         for out in outputs:

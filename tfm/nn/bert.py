@@ -236,7 +236,8 @@ class BertForSequenceClassification(_BertTask):
         super().__init__(bert)
         if bert.pooler is None:
             raise ValueError("BertForSequenceClassification needs a Bert with a pooler (add_pooler=True)")
-        self.classifier = SequenceClassificationHead(bert.dim, num_labels, bert.cfg.dropout if dropout is None else dropout)
+        p = bert.cfg.dropout if dropout is None else dropout
+        self.classifier = SequenceClassificationHead(bert.dim, num_labels, p)
         self._init_heads()
 
     def forward(
@@ -253,7 +254,8 @@ class BertForTokenClassification(_BertTask):
     def __init__(self, bert: Bert, num_labels: int, dropout: float | None = None) -> None:
         super().__init__(bert)
         bert.pooler = None
-        self.classifier = TokenClassificationHead(bert.dim, num_labels, bert.cfg.dropout if dropout is None else dropout)
+        p = bert.cfg.dropout if dropout is None else dropout
+        self.classifier = TokenClassificationHead(bert.dim, num_labels, p)
         self._init_heads()
 
     def forward(

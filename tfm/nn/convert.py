@@ -176,8 +176,6 @@ def _keep_head_if_it_fits(model: VisionTransformer, sd: dict[str, Tensor]) -> di
 
 _HF_BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 _HF_BERT_RENAMES = [  # applied in order to names without the ``bert.`` prefix
-    (r"\.gamma$", ".weight"),  # checkpoints converted from TensorFlow long ago
-    (r"\.beta$", ".bias"),
     (r"^embeddings\.word_embeddings\.", "bert.embeddings.tokens."),
     (r"^embeddings\.position_embeddings\.", "bert.embeddings.positions."),
     (r"^embeddings\.token_type_embeddings\.", "bert.embeddings.segments."),
@@ -199,6 +197,13 @@ _HF_BERT_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|
 _HF_BERT_DROPPED = re.compile(r"^embeddings\.(position_ids|token_type_ids)$|^cls\.predictions\.decoder\.bias$")
 # parts of a task model that may be absent from a checkpoint: they keep their initialisation
 _HEAD_PREFIXES = ("bert.pooler.", "mlm.", "nsp.", "classifier.", "qa.")
+_HF_BERT_MODELS = (
+    Bert,
+    BertForPretraining,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertForQuestionAnswering,
+)
 
 
 def hf_bert_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,9 +211,10 @@ def hf_bert_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if config.get("model_type", "bert") != "bert":
         raise ConversionError(f"model_type={config['model_type']!r} is not BERT (tfm imports model_type 'bert')")
     if config.get("position_embedding_type", "absolute") != "absolute":
-        raise ConversionError(f"position_embedding_type={config['position_embedding_type']!r}: tfm's BERT has absolute positions only")
+        kind = config["position_embedding_type"]
+        raise ConversionError(f"position_embedding_type={kind!r}: tfm's BERT has absolute positions only")
     if config.get("is_decoder") or config.get("add_cross_attention"):
-        raise ConversionError("a BERT decoder (is_decoder / add_cross_attention) is not supported: tfm's Bert is an encoder")
+        raise ConversionError("a BERT decoder (is_decoder / add_cross_attention) is not supported: tfm's is an encoder")
     act = config.get("hidden_act", "gelu")
     if act not in _HF_BERT_ACTIVATIONS:
         raise ConversionError(f"hidden_act={act!r}: tfm's BERT supports {', '.join(_HF_BERT_ACTIVATIONS)}")
@@ -243,6 +249,8 @@ def hf_bert_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
     decoder = None
     for key, value in state_dict.items():
         name = key.removeprefix("bert.")
+        # LayerNorm gamma/beta: checkpoints converted from TensorFlow long ago
+        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
         if _HF_BERT_DROPPED.search(name):
             continue
         if name == "cls.predictions.decoder.weight":
@@ -261,7 +269,8 @@ def hf_bert_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
         out["mlm.decoder.bias"] = state_dict["cls.predictions.decoder.bias"]
     for (layer, kind), parts in sorted(qkv.items()):
         if set(parts) != {"query", "key", "value"}:
-            raise ConversionError(f"HF BERT layer {layer}: {kind} of query/key/value incomplete ({', '.join(sorted(parts))})")
+            have = ", ".join(sorted(parts))
+            raise ConversionError(f"HF BERT layer {layer}: {kind} of query/key/value incomplete (only {have})")
         out[f"bert.encoder.blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
     words = out.get("bert.embeddings.tokens.weight")
     if decoder is not None and words is not None and not torch.equal(decoder, words):
@@ -307,21 +316,23 @@ def load_hf_bert(
     elif model_cls is BertForQuestionAnswering:
         model = BertForQuestionAnswering(Bert(**cfg, add_pooler=False))
     else:
-        names = "Bert, BertForPretraining, BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering"
+        names = ", ".join(c.__name__ for c in _HF_BERT_MODELS)
         raise ConversionError(f"model_cls={getattr(model_cls, '__name__', model_cls)}: use one of {names}")
     own = model.state_dict()
     heads = _HEAD_PREFIXES if model_cls is not Bert else ("pooler.",)
-    keep = {}
+    keep, unexpected = {}, []
     for k, v in sd.items():
+        if k.startswith(heads) and (k not in own or v.shape != own[k].shape):
+            continue  # a head this model lacks (NSP in a Bert), or of another number of labels
         if k not in own:
-            continue  # a head this model does not have (NSP when loading a Bert, say)
-        if k.startswith(heads) and v.shape != own[k].shape:
-            continue  # another number of labels: the head starts afresh
+            unexpected.append(k)
         keep[k] = v
+    if unexpected:
+        raise ConversionError(f"{what} has encoder weights {unexpected[:3]} the model lacks (config disagrees?)")
     aliases = _tied_aliases(model)
     missing = sorted(k for k in own if k not in keep and k not in aliases and not k.startswith(heads))
     if missing:
-        raise ConversionError(f"{what} lacks encoder weights {missing[:3]} (config and checkpoint disagree?)")
+        raise ConversionError(f"{what} lacks encoder weights {missing[:3]} (config disagrees?)")
     load_into(model, keep, what, strict=False)
     return model  # type: ignore[return-value]
 
@@ -337,7 +348,12 @@ def _tied_aliases(model: nn.Module) -> set[str]:
     return aliases
 
 
-_HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def _hf_bert_source(
@@ -346,14 +362,14 @@ def _hf_bert_source(
     """``(state dict, config dict, description for messages)`` of a checkpoint source."""
     if not isinstance(source, (str, Path)):
         if config is None:
-            raise ConversionError("a state dict does not say the number of heads: pass config= (an HF config dict or config.json)")
+            raise ConversionError("a state dict does not give the number of heads: pass config= (dict or config.json)")
         return dict(source), _read_config(config), "HF BERT state dict"
     path = Path(source).expanduser()
     if not path.exists():
         if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
             path = _hub_download(source)
         else:
-            raise ConversionError(f"BERT checkpoint {source} does not exist (a folder with config.json and model.safetensors)")
+            raise ConversionError(f"BERT checkpoint {source} does not exist (want a folder with config.json + weights)")
     what = f"HF BERT {source}"
     if path.is_dir():
         weights = next((path / f for f in _HF_WEIGHT_FILES if (path / f).is_file()), None)
@@ -397,10 +413,12 @@ def _hub_download(repo_id: str) -> Path:
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
-        raise ConversionError(f"{repo_id} is not a local path, and huggingface_hub is not installed to download it") from None
+        msg = f"{repo_id} is not a local path, and huggingface_hub is not installed to fetch it"
+        raise ConversionError(msg) from None
     try:
         folder = snapshot_download(repo_id, allow_patterns=["config.json", "model.safetensors*", "pytorch_model.bin*"])
     except Exception as e:  # offline, unknown repo, gated model...
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise ConversionError(f"{repo_id} is not a local path, and downloading it from the Hugging Face Hub failed: {type(e).__name__}: {first}") from None
+        msg = f"{repo_id} is not a local path, and downloading it from the Hugging Face Hub failed"
+        raise ConversionError(f"{msg}: {type(e).__name__}: {first}") from None
     return Path(folder)

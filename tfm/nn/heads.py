@@ -31,9 +31,8 @@ class MLMHead(nn.Module):
     def tie_to(self, embedding: nn.Embedding) -> None:
         """Share the decoder weight with ``embedding`` (``(vocab_size, dim)``)."""
         if embedding.weight.shape != self.decoder.weight.shape:
-            raise ValueError(
-                f"cannot tie a {tuple(self.decoder.weight.shape)} decoder to a {tuple(embedding.weight.shape)} embedding"
-            )
+            own, other = tuple(self.decoder.weight.shape), tuple(embedding.weight.shape)
+            raise ValueError(f"cannot tie a {own} decoder to a {other} embedding")
         self.decoder.weight = embedding.weight
 
     def forward(self, hidden: Tensor) -> Tensor:
