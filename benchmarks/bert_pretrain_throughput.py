@@ -9,7 +9,10 @@ of the real tokens masked, two segments, next-sentence labels. HF computes its o
 ``labels`` (MLM logits at every position); tfm takes ``masked_positions(labels)`` and scores only
 those. Both step a fused ``torch.optim.AdamW`` (HF Trainer's default) over the same parameter
 groups. Steps alternate (tfm, HF, tfm, ...) after warm-up, in one process with the same threads.
-Prints one JSON line per case: tokens/s (real tokens, padding excluded) and the ratio tfm / HF.
+Prints one JSON line per case: tokens/s (real tokens, padding excluded) and the ratio tfm / HF,
+and each side's model FLOPs utilisation: the FLOPs of the work each side actually does (counted
+with ``torch.utils.flop_counter.FlopCounterMode`` over one step) per second, over the fp32
+matmul peak measured in the same process.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import emit, interleaved  # noqa: E402
 from tfm.nn import BERT_PRESETS, BertForPretraining, masked_positions, pretraining_loss  # noqa: E402
 from tfm.nn.convert import load_hf_bert  # noqa: E402
+from tfm.callbacks import measure_matmul_peak  # noqa: E402
 from tfm.tasks.base import param_groups  # noqa: E402
 
 SEQ_LEN = 128
@@ -78,6 +82,14 @@ def hf_step(model: BertForPreTraining, opt: torch.optim.Optimizer, b: dict[str, 
     return step
 
 
+def step_flops(step) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return float(counter.get_total_flops())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -85,7 +97,7 @@ def main() -> None:
     args = ap.parse_args()
     hf_logging.set_verbosity_error()
     reps = args.reps or (5 if args.quick else 12)
-    cases = {"bert_mini": 16} if args.quick else {"bert_mini": 32, "bert_base": 8}
+    cases = {"bert_mini": 16} if args.quick else {"bert_mini": 32, "bert_base": 16}
     for arch, batch in cases.items():
         p = BERT_PRESETS[arch]
         torch.manual_seed(0)
@@ -98,12 +110,18 @@ def main() -> None:
         tokens = int(b["attention_mask"].sum())
         opt_ours = torch.optim.AdamW(param_groups(ours, 0.01), lr=1e-4, fused=True)
         opt_ref = torch.optim.AdamW(param_groups(ref, 0.01), lr=1e-4, fused=True)
-        t = interleaved({"ours": ours_step(ours, opt_ours, b), "hf": hf_step(ref, opt_ref, b)}, warmup=2, reps=reps)
+        steps = {"ours": ours_step(ours, opt_ours, b), "hf": hf_step(ref, opt_ref, b)}
+        flops = {k: step_flops(fn) for k, fn in steps.items()}
+        t = interleaved(steps, warmup=2, reps=reps)
+        peak = measure_matmul_peak()
+        mfu = {k: flops[k] / t[k] / peak for k in steps}
         emit("bert_pretrain_throughput", "tokens_per_s", tokens / t["ours"], tokens / t["hf"],
              "transformers BertForPreTraining (sdpa) + torch fused AdamW",
              {"case": arch, "batch": batch, "seq_len": SEQ_LEN, "vocab_size": VOCAB, "real_tokens": tokens,
               "masked": int((b["labels"] != -100).sum()), "dropout": 0.1, "dtype": "float32",
-              "threads": torch.get_num_threads(), "reps": reps})
+              "threads": torch.get_num_threads(), "reps": reps},
+             mfu_ours=round(mfu["ours"], 3), mfu_reference=round(mfu["hf"], 3), step_gflop_ours=round(flops["ours"] / 1e9, 1),
+             step_gflop_reference=round(flops["hf"] / 1e9, 1), peak_gflops=round(peak / 1e9, 1))
 
 
 if __name__ == "__main__":
