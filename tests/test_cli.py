@@ -39,6 +39,7 @@ CONFIG_TEST_ARGS = {
     # checkpoint are not a test)
     "bert_base": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
     "bert_large": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
+    **{f"bert_base_{t}": (lambda tmp: ["--model.depth=2", "--data.batch_size=8"]) for t in ("topics", "pos_brown", "ner", "qa")},
 }
 
 

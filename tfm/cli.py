@@ -227,7 +227,7 @@ class TFMCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunOptions, "run", fail_untyped=True)
-        for attr in ("num_classes", "class_names", "image_size", "in_chans"):
+        for attr in ("num_classes", "class_names", "image_size", "in_chans", "num_labels", "label_names", "problem_type", "tag_scheme"):
             parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
         # text tasks: the vocabulary comes from the DataModule's tokenizer
         parser.link_arguments("data.tokenizer_vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
@@ -293,6 +293,8 @@ class TFMCLI(LightningCLI):
             run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
         if ckpt:
             self._reuse_tokenizer(cfg, Path(ckpt))
+        elif (cfg.model.get("init_args") or {}).get("init_from"):
+            self._reuse_tokenizer(cfg, Path(cfg.model.init_args.init_from))
         for folder in (run_dir, run_dir / "checkpoints"):
             for partial in remove_partial_checkpoints(folder):
                 rank_zero_warn(f"removed {partial}: a checkpoint write that was interrupted")
@@ -302,10 +304,15 @@ class TFMCLI(LightningCLI):
 
     @staticmethod
     def _reuse_tokenizer(cfg: Any, ckpt: Path) -> None:
-        """A checkpoint goes on with the vocabulary it was trained with: its run folder's
-        tokenizer.json, unless --data.tokenizer names one (retraining could shift the ids)."""
+        """A checkpoint goes on (or is fine-tuned, ``--model.init_from``) with the vocabulary it was
+        trained with: its run folder's tokenizer.json (an HF folder: its own tokenizer files),
+        unless --data.tokenizer names one (retraining could shift the ids)."""
         args = cfg.data.get("init_args") if hasattr(cfg.data, "get") else None
         if args is None or "tokenizer" not in args or args.tokenizer is not None:
+            return
+        if ckpt.is_dir():  # a Hugging Face model folder: its tokenizer.json or vocab.txt
+            if (ckpt / "tokenizer.json").is_file() or (ckpt / "vocab.txt").is_file():
+                args.tokenizer = str(ckpt)
             return
         run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
         if (run / "tokenizer.json").is_file():

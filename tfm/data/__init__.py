@@ -3,5 +3,8 @@
 from .classification import TextClassificationDataModule
 from .images import ImageDataModule
 from .pretraining import BertPretrainingDataModule
+from .qa import QuestionAnsweringDataModule
+from .tagging import TokenClassificationDataModule
 
-__all__ = ["BertPretrainingDataModule", "ImageDataModule", "TextClassificationDataModule"]
+__all__ = ["BertPretrainingDataModule", "ImageDataModule", "QuestionAnsweringDataModule", "TextClassificationDataModule",
+           "TokenClassificationDataModule"]

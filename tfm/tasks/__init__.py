@@ -3,5 +3,8 @@
 from .base import TaskModule
 from .bert_pretraining import BertPretraining
 from .image_classification import ImageClassification
+from .question_answering import QuestionAnswering
+from .sequence_classification import SequenceClassification
+from .token_classification import TokenClassification
 
-__all__ = ["TaskModule", "BertPretraining", "ImageClassification"]
+__all__ = ["TaskModule", "BertPretraining", "ImageClassification", "QuestionAnswering", "SequenceClassification", "TokenClassification"]
