@@ -20,6 +20,7 @@ from tfm.cli import main
 TASKS = {
     "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--data.batch_size=64"]),
     "bert_tiny": ("configs/bert_tiny.yaml", ["--data.max_documents=60", "--data.batch_size=32"]),
+    "bert_mini_topics": ("configs/bert_mini_topics.yaml", ["--model.arch=bert_tiny", "--data.batch_size=64"]),
 }
 
 

@@ -15,6 +15,8 @@ TASKS = {
     # dynamic masking drawn per batch, dropout, two epochs of a small corpus
     "bert_tiny": ("configs/bert_tiny.yaml", ["--data.max_documents=40", "--data.batch_size=8", "--trainer.limit_train_batches=5",
                   "--trainer.limit_val_batches=1", "--model.ema_decay=0.9"]),
+    "bert_mini_topics": ("configs/bert_mini_topics.yaml", ["--model.arch=bert_tiny", "--data.batch_size=8", "--trainer.limit_train_batches=5",
+                         "--trainer.limit_val_batches=1"]),
 }
 
 
