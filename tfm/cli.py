@@ -91,7 +91,13 @@ def git_commit() -> str | None:
 
 
 def new_version(parent: Path, suffix: str = "") -> str:
-    base = os.environ.get("SLURM_JOB_ID") or time.strftime("%Y%m%d-%H%M%S")
+    """The SLURM job id (every task of the job the same), or the start time made unique."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        if int(os.environ.get("SLURM_PROCID", "0") or 0) == 0 and (parent / (job + suffix)).exists():
+            raise UserError(f"run folder {parent / (job + suffix)} already exists for SLURM job {job}: pass --run.version or --ckpt_path last")
+        return job + suffix
+    base = time.strftime("%Y%m%d-%H%M%S")
     version, k = base + suffix, 2
     while (parent / version).exists():
         version, k = f"{base}{suffix}-{k}", k + 1
@@ -285,6 +291,11 @@ class TFMCLI(LightningCLI):
                 run_dir = p.parent.parent  # resume the run the checkpoint belongs to, in its folder
         if run_dir is None and requeued:
             run_dir = exp_dir / str(opts.version)
+        shared = os.environ.get("TFM_RUN_DIR") if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0 else None
+        if shared:  # a process Lightning started for another DDP rank: rank 0's run folder
+            run_dir = Path(shared)
+        elif run_dir is None and opts.version and int(os.environ.get("SLURM_PROCID", "0") or 0) > 0:
+            run_dir = exp_dir / opts.version  # rank 0 of the job checks and creates it
         if run_dir is None:
             if opts.version and (exp_dir / opts.version).exists():
                 raise UserError(
@@ -300,6 +311,7 @@ class TFMCLI(LightningCLI):
                 rank_zero_warn(f"removed {partial}: a checkpoint write that was interrupted")
         cfg.ckpt_path = ckpt
         cfg.trainer.default_root_dir = str(run_dir)
+        os.environ["TFM_RUN_DIR"] = str(run_dir)  # inherited by the processes of the other DDP ranks
         self.run_name, self.run_dir = name, run_dir
 
     @staticmethod
