@@ -33,8 +33,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ResumableDataModule, mix_seed
-from .tokenizers import cache_root, load_tokenizer, save_tokenizer, special_ids, wordpiece_tokenizer
+from .loading import mix_seed
+from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
@@ -438,7 +438,7 @@ class ClassificationCollator:
 
 
 # --- the DataModule ---------------------------------------------------------------------------------
-class TextClassificationDataModule(ResumableDataModule):
+class TextClassificationDataModule(TextDataModule):
     """Texts (or text pairs) and labels for :class:`~tfm.tasks.SequenceClassification`.
 
     Batches are dicts of int64 ``input_ids``, ``token_type_ids`` (1: the second text of a pair)
@@ -719,39 +719,19 @@ class TextClassificationDataModule(ResumableDataModule):
         return 1 if self.problem_type == "regression" else len(self.label_names)
 
     # --- the tokenizer ------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The loaded tokenizer, or one trained (or found cached) on the training texts."""
-        if self._tokenizer is None:
-            if self.tokenizer_path is not None:
-                self._tokenizer = load_tokenizer(self.tokenizer_path)
-            else:
-                train = self.raw_splits["train"]
-                digest = hashlib.sha256()
-                for t in chain(train.texts, train.pairs or []):
-                    digest.update(t.encode("utf-8", "surrogatepass") + b"\x00")
-                self._tokenizer = wordpiece_tokenizer(
-                    lambda: chain(train.texts, train.pairs or []),
-                    f"classification:{digest.hexdigest()}",
-                    vocab_size=self.vocab_size,
-                    lowercase=self.lowercase,
-                    cache_dir=self.cache_dir / "tokenizers",
-                )
-            special_ids(self._tokenizer)
-        return self._tokenizer
-
-    @property
-    def tokenizer_vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return special_ids(self.tokenizer)["[PAD]"]
-
-    def save_tokenizer(self, folder: str | Path) -> Path:
-        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
-        return save_tokenizer(self.tokenizer, folder)
+    def train_tokenizer(self) -> Tokenizer:
+        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
+        train = self.raw_splits["train"]
+        digest = hashlib.sha256()
+        for t in chain(train.texts, train.pairs or []):
+            digest.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+        return wordpiece_tokenizer(
+            lambda: chain(train.texts, train.pairs or []),
+            f"classification:{digest.hexdigest()}",
+            vocab_size=self.vocab_size,
+            lowercase=self.lowercase,
+            cache_dir=self.cache_dir / "tokenizers",
+        )
 
     # --- splits -------------------------------------------------------------------------------------
     def encoded(self, split: str) -> EncodedTexts:

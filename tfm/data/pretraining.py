@@ -25,13 +25,12 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ResumableDataModule, mix_seed
+from .loading import mix_seed
 from .text import resolve_source
 from .tokenizers import (
     CONTINUATION_PREFIX,
+    TextDataModule,
     cache_root,
-    load_tokenizer,
-    save_tokenizer,
     special_ids,
     wordpiece_tokenizer,
 )
@@ -280,7 +279,7 @@ class StaticMasks(Dataset):
 
 
 # --- the DataModule ---------------------------------------------------------------------------------
-class BertPretrainingDataModule(ResumableDataModule):
+class BertPretrainingDataModule(TextDataModule):
     """Masked-LM and next-sentence-prediction batches for BERT pretraining.
 
     Batches are dicts of ``input_ids``, ``token_type_ids``, ``attention_mask`` (1: a real token),
@@ -360,35 +359,15 @@ class BertPretrainingDataModule(ResumableDataModule):
         self._splits: dict[str, PretrainingInstances] = {}
 
     # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The loaded tokenizer, or the one trained (or found cached) for the corpus."""
-        if self._tokenizer is None:
-            if self.tokenizer_path is not None:
-                self._tokenizer = load_tokenizer(self.tokenizer_path)
-            else:
-                self._tokenizer = wordpiece_tokenizer(
-                    lambda: (s for d in self.documents() for s in d),
-                    f"{self.source.key}|max_documents={self.max_documents}",
-                    vocab_size=self.vocab_size,
-                    lowercase=self.lowercase,
-                    cache_dir=self.cache_dir / "tokenizers",
-                )
-            special_ids(self._tokenizer)
-        return self._tokenizer
-
-    @property
-    def tokenizer_vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return special_ids(self.tokenizer)["[PAD]"]
-
-    def save_tokenizer(self, folder: str | Path) -> Path:
-        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
-        return save_tokenizer(self.tokenizer, folder)
+    def train_tokenizer(self) -> Tokenizer:
+        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
+        return wordpiece_tokenizer(
+            lambda: (s for d in self.documents() for s in d),
+            f"{self.source.key}|max_documents={self.max_documents}",
+            vocab_size=self.vocab_size,
+            lowercase=self.lowercase,
+            cache_dir=self.cache_dir / "tokenizers",
+        )
 
     def documents(self) -> list[list[str]]:
         """The source's documents (the first ``max_documents``), as lists of sentences."""

@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 
 from ..errors import UserError
-from .loading import ResumableDataModule, mix_seed
+from .loading import mix_seed
 from .text import BROWN, BrownDocument, detokenize, read_brown
-from .tokenizers import cache_root, load_tokenizer, save_tokenizer, special_ids, wordpiece_tokenizer
+from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 SPLITS = ("train", "validation", "test")
 GENERATED_FORMAT = 1  # bump when the generated set would come out differently for the same seed
@@ -884,7 +884,7 @@ def squad_v1_metrics(predictions: Any, references: Sequence[Mapping[str, Any]]) 
 
 
 # --- the DataModule ---------------------------------------------------------------------------------
-class QuestionAnsweringDataModule(ResumableDataModule):
+class QuestionAnsweringDataModule(TextDataModule):
     """Extractive QA (SQuAD v1.1 / v2.0): windowed features for a span head, and the
     post-processing and metrics that turn per-window logits into answers and scores, so the task
     stays data-agnostic.
@@ -1062,44 +1062,23 @@ class QuestionAnsweringDataModule(ResumableDataModule):
         return made
 
     # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The loaded tokenizer, or the one trained (or found cached) on the training split's
-        contexts and questions."""
-        if self._tokenizer is None:
-            if self.tokenizer_path is not None:
-                self._tokenizer = load_tokenizer(self.tokenizer_path)
-            else:
-                if not self.has_split("train"):
-                    raise UserError("no training data to train a tokenizer on: pass --data.tokenizer (e.g. the run's or a BERT folder) or --data.train_file")
+    def train_tokenizer(self) -> Tokenizer:
+        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
+        if not self.has_split("train"):
+            raise UserError("no training data to train a tokenizer on: pass --data.tokenizer (e.g. the run's or a BERT folder) or --data.train_file")
 
-                def texts() -> Iterable[str]:
-                    examples = self.examples("train")
-                    yield from dict.fromkeys(ex.context for ex in examples)
-                    yield from (ex.question for ex in examples)
+        def texts() -> Iterable[str]:
+            examples = self.examples("train")
+            yield from dict.fromkeys(ex.context for ex in examples)
+            yield from (ex.question for ex in examples)
 
-                self._tokenizer = wordpiece_tokenizer(
-                    texts,
-                    f"qa|{self._source_key('train')}",
-                    vocab_size=self.vocab_size,
-                    lowercase=self.lowercase,
-                    cache_dir=self.cache_dir / "tokenizers",
-                )
-            special_ids(self._tokenizer)
-        return self._tokenizer
-
-    @property
-    def tokenizer_vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return special_ids(self.tokenizer)["[PAD]"]
-
-    def save_tokenizer(self, folder: str | Path) -> Path:
-        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
-        return save_tokenizer(self.tokenizer, folder)
+        return wordpiece_tokenizer(
+            texts,
+            f"qa|{self._source_key('train')}",
+            vocab_size=self.vocab_size,
+            lowercase=self.lowercase,
+            cache_dir=self.cache_dir / "tokenizers",
+        )
 
     # --- features, cached on disk -----------------------------------------------------------------
     def _features_path(self, split: str) -> Path:

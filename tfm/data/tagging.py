@@ -46,9 +46,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ResumableDataModule, mix_seed
+from .loading import mix_seed
 from .text import BROWN, read_brown
-from .tokenizers import cache_root, load_tokenizer, save_tokenizer, special_ids, wordpiece_tokenizer
+from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
 
 Tagged = tuple[list[str], list[str]]  # the words of a sentence and their tags
 SPLITS = ("train", "validation", "test")
@@ -696,7 +696,7 @@ class TaggingCollator:
 
 
 # --- the DataModule -------------------------------------------------------------------------------
-class TokenClassificationDataModule(ResumableDataModule):
+class TokenClassificationDataModule(TextDataModule):
     """Batches for token classification (POS tagging, NER); see the module docstring for the
     sources and the batch contract (labels on each word's first sub-token).
 
@@ -883,35 +883,15 @@ class TokenClassificationDataModule(ResumableDataModule):
             where = f"{self.source}|{BROWN}|{BROWN.stat().st_size}|split={self.val_fraction},{self.test_fraction},{self.split_seed}"
         return f"tagging:{where}|col={self.tag_column}|max_sentences={self.max_sentences}"
 
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The loaded tokenizer, or the one trained (or found cached) on the training words."""
-        if self._tokenizer is None:
-            if self.tokenizer_path is not None:
-                self._tokenizer = load_tokenizer(self.tokenizer_path)
-            else:
-                self._tokenizer = wordpiece_tokenizer(
-                    lambda: (" ".join(words) for words, _ in self.splits["train"].sentences),
-                    self._corpus_key(),
-                    vocab_size=self.vocab_size,
-                    lowercase=self.lowercase,
-                    cache_dir=self.cache_dir / "tokenizers",
-                )
-            special_ids(self._tokenizer)
-        return self._tokenizer
-
-    @property
-    def tokenizer_vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return special_ids(self.tokenizer)["[PAD]"]
-
-    def save_tokenizer(self, folder: str | Path) -> Path:
-        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
-        return save_tokenizer(self.tokenizer, folder)
+    def train_tokenizer(self) -> Tokenizer:
+        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
+        return wordpiece_tokenizer(
+            lambda: (" ".join(words) for words, _ in self.splits["train"].sentences),
+            self._corpus_key(),
+            vocab_size=self.vocab_size,
+            lowercase=self.lowercase,
+            cache_dir=self.cache_dir / "tokenizers",
+        )
 
     # --- encoded splits ---------------------------------------------------------------------------
     def encoded(self, split: str) -> TaggedExamples:

@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from ..errors import UserError
+from .loading import ResumableDataModule
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
@@ -188,3 +189,37 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     tok.save(str(folder / "tokenizer.json"))
     return folder / "tokenizer.json"
+
+
+class TextDataModule(ResumableDataModule):
+    """Base of the text DataModules: the tokenizer, loaded from ``self.tokenizer_path`` or trained
+    on the corpus by the subclass's :meth:`train_tokenizer`, built on first use (the CLI reads its
+    vocabulary size right after instantiating the DataModule, before ``setup``)."""
+
+    tokenizer_path: str | None = None
+    _tokenizer: Tokenizer | None = None
+
+    def train_tokenizer(self) -> Tokenizer:
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The loaded tokenizer, or the one trained (or found cached) for the corpus."""
+        if self._tokenizer is None:
+            tok = load_tokenizer(self.tokenizer_path) if self.tokenizer_path is not None else self.train_tokenizer()
+            special_ids(tok)  # fails clearly when a special token is missing
+            self._tokenizer = tok
+        return self._tokenizer
+
+    @property
+    def tokenizer_vocab_size(self) -> int:
+        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def pad_token_id(self) -> int:
+        return special_ids(self.tokenizer)["[PAD]"]
+
+    def save_tokenizer(self, folder: str | Path) -> Path:
+        """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
+        return save_tokenizer(self.tokenizer, folder)
