@@ -65,6 +65,11 @@ class RunOptions:
     media_images: int = 4
 
 
+def is_rank_zero() -> bool:
+    """Rank 0 of a run, before the Trainer knows its rank (DDP launchers and srun set these)."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) == 0
+
+
 def default_precision() -> str:
     """bf16 mixed precision on GPUs that have it, fp32 elsewhere (bf16 on a CPU is very slow)."""
     if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -345,7 +350,7 @@ class TFMCLI(LightningCLI):
         run_dir = self.run_dir
         self._check_lengths()
         if self.subcommand == "fit" and hasattr(self.datamodule, "save_tokenizer") and not (run_dir / "tokenizer.json").exists():
-            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+            if is_rank_zero():
                 self.datamodule.save_tokenizer(run_dir)  # the checkpoint travels with its vocabulary
         callbacks = list(cfg.trainer.get("callbacks") or [])
         if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
@@ -386,21 +391,18 @@ class TFMCLI(LightningCLI):
         from lightning.pytorch.loggers import WandbLogger
 
         id_file = run_dir / "wandb_id"
-        ckpt = self.config[self.subcommand].get("ckpt_path")
-        from_ckpt = (load_checkpoint(Path(ckpt)).get("tfm_run") or {}).get("wandb_id") if ckpt else None
         if id_file.is_file():
             run_id = id_file.read_text().strip()
-        elif from_ckpt and self.subcommand == "fit":  # a checkpoint moved out of its run folder
-            run_id = from_ckpt
-            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                id_file.write_text(run_id + "\n")
         else:
-            import secrets
-            import string
+            ckpt = self.config[self.subcommand].get("ckpt_path")
+            # a checkpoint moved out of its run folder still carries its run's id
+            run_id = (load_checkpoint(Path(ckpt)).get("tfm_run") or {}).get("wandb_id") if ckpt and self.subcommand == "fit" else None
+            if not run_id:
+                import secrets
+                import string
 
-            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-            if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0))) == 0:
+                run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            if is_rank_zero():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 id_file.write_text(run_id + "\n")
         online = wandb_online() or os.environ.get("WANDB_MODE") == "online"

@@ -145,7 +145,7 @@ def _sweep_run(trial: Trial, running: bool = False) -> Any:
         warnings.simplefilter("ignore")  # sweeps 0.2 declares a pydantic-1 Config
         from sweeps import SweepRun
 
-    state = "running" if running else ("finished" if trial.state == "finished" else "failed" if trial.state == "failed" else trial.state)
+    state = "running" if running else trial.state
     # the aliases: sweeps 0.2 declares pydantic-1 field names, under pydantic 2 only the aliases populate
     return SweepRun(name=f"trial-{trial.number}", state=state, config={k: {"value": v} for k, v in trial.params.items()},
                     summaryMetrics=trial.summary, sampledHistory=trial.history)
