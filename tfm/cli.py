@@ -128,14 +128,16 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a resumed run continues from: the one written at the highest step (an HPC
     checkpoint or ``last.ckpt``, whichever is newer); unreadable files (a corrupted ``last.ckpt``)
     are skipped with a warning, so a run falls back to its newest intact checkpoint."""
-    best: tuple[int, float] | None = None
+    best: tuple[int, bool, float] | None = None
     chosen = None
     for path in run_checkpoints(run_dir):
         step = checkpoint_step(path)
         if step is None:
             rank_zero_warn(f"checkpoint {path} cannot be read (truncated or corrupted): skipped")
             continue
-        key = (step, path.stat().st_mtime)
+        # at one step, a step checkpoint first: written at the batch end, it resumes bitwise exactly,
+        # where a last.ckpt rewritten after an epoch-end validation does not (Lightning's restart there)
+        key = (step, path.name.startswith("step-"), path.stat().st_mtime)
         if best is None or key > best:
             best, chosen = key, path
     return chosen
