@@ -5,6 +5,7 @@ from .images import ImageDataModule
 from .pretraining import BertPretrainingDataModule
 from .qa import QuestionAnsweringDataModule
 from .tagging import TokenClassificationDataModule
+from .translation import TranslationDataModule
 
 __all__ = ["BertPretrainingDataModule", "ImageDataModule", "QuestionAnsweringDataModule", "TextClassificationDataModule",
-           "TokenClassificationDataModule"]
+           "TokenClassificationDataModule", "TranslationDataModule"]

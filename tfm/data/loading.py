@@ -8,6 +8,8 @@ order, with the same augmentations, as a run never interrupted:
 * :class:`SeededTransform` draws each batch's augmentation (or masking) from ``(seed, epoch,
   first index)``, not from the global RNG, so prefetching, worker count and restarts cannot
   shift it; evaluation batches get the same draw every epoch;
+* :class:`TokenBatchSampler` does the same for batches packed by token count (translation):
+  each epoch's batches depend only on ``(seed, epoch)``, every epoch has the same number of them;
 * :class:`ResumableDataModule` writes the position (epoch, batches done) into the checkpoint and
   reads it back; the DataLoader gets its own generator, so creating an iterator draws nothing
   from the global RNG (which the task saves and restores for dropout).
@@ -15,9 +17,11 @@ order, with the same augmentations, as a run never interrupted:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -81,6 +85,156 @@ class ResumableSampler(Sampler[int]):
         return self.per_replica
 
 
+class TokenBatchSampler(Sampler[list[int]]):
+    """Batches packed by token count, one epoch at a time, sharded over DDP ranks, resumable.
+
+    ``lengths`` holds each item's length, ``(n,)``, or several, ``(n, k)`` (a translation pair's
+    source and target lengths). A batch holds at most ``max_tokens`` tokens counted padded, on
+    every column: ``len(batch) * max(lengths in the batch) <= max_tokens`` (an item longer than
+    ``max_tokens`` makes a batch of one); ``max_batch_size`` optionally caps the item count.
+
+    The shape of the epoch is fixed once: items are grouped into length buckets (each length
+    divided by ``bucket_width``, on every column), the buckets sorted (by their longest column,
+    then column by column: neighbours are alike on every column), and the sorted slots packed
+    greedily as if each item had its bucket's longest lengths. With ``shuffle``, each epoch then
+    shuffles the items within each bucket (so batches have new members but the same lengths:
+    the count is the same every epoch, ``len()`` is exact, and no batch can exceed its budget)
+    and shuffles the batch order, from ``(seed, epoch)`` alone. Without it (evaluation) the
+    batches come in sorted order, ties by index.
+
+    Sharding: every rank computes the same global list and takes every ``num_replicas``-th batch;
+    ``drop_last`` drops the last few (at most ``num_replicas - 1``, different ones each epoch)
+    so the ranks get disjoint lists of equal length, else the list is padded by repeating its
+    first batches. ``skip_batches`` batches of ``resume_epoch`` are skipped once (resuming).
+
+    As :class:`ResumableSampler`, the indices yielded are ``epoch * n + i`` (``per_epoch=False``:
+    ``i``) for :class:`SeededTransform`. Lightning calls ``set_epoch`` on the loader's
+    ``batch_sampler.sampler``: that is this object.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
+        max_tokens: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = False,
+        per_epoch: bool = True,
+        bucket_width: int = 1,
+        max_batch_size: int | None = None,
+    ) -> None:
+        lens = np.asarray(lengths, dtype=np.int64)
+        if lens.ndim == 1:
+            lens = lens[:, None]
+        if lens.ndim != 2:
+            raise ValueError(f"lengths must have shape (n,) or (n, k), not {lens.shape}")
+        if max_tokens < 1 or bucket_width < 1 or (max_batch_size is not None and max_batch_size < 1):
+            raise ValueError("max_tokens, bucket_width and max_batch_size must be at least 1")
+        self.lengths, self.n = lens, len(lens)
+        self.max_tokens, self.shuffle, self.seed, self.per_epoch = max_tokens, shuffle, seed, per_epoch
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.bucket_width, self.max_batch_size = bucket_width, max_batch_size
+        self.sampler = self  # where Lightning looks for set_epoch
+        self.epoch = 0
+        self.skip_batches = 0  # per replica, applied once to ``resume_epoch``
+        self.resume_epoch: int | None = None
+        # buckets in sorted order and the fixed packing of their slots
+        keys = lens // bucket_width
+        keys = np.concatenate([keys.max(1, keepdims=True), keys], 1)  # sorted by the longest column first
+        if self.n:
+            base = int(keys.max()) + 1
+            if base ** keys.shape[1] < 2**62:  # one mixed-radix integer per row: a fast 1-D unique
+                flat = np.zeros(self.n, dtype=np.int64)
+                for column in keys.T:
+                    flat = flat * base + column
+                _, self.bucket = np.unique(flat, return_inverse=True)
+            else:
+                _, self.bucket = np.unique(keys, axis=0, return_inverse=True)
+            self.bucket = self.bucket.reshape(-1)
+        else:
+            self.bucket = np.zeros(0, dtype=np.int64)
+        self._sorted = np.lexsort((np.arange(self.n), self.bucket))  # order with ties by index
+        bucket_max = np.zeros((int(self.bucket.max()) + 1 if self.n else 0, lens.shape[1]), dtype=np.int64)
+        np.maximum.at(bucket_max, self.bucket, lens)
+        self.bounds = self._pack(bucket_max[self.bucket[self._sorted]] if self.n else lens)
+        batches = len(self.bounds)
+        if drop_last and batches >= num_replicas:
+            self.per_replica = batches // num_replicas
+        else:
+            self.per_replica = -(-batches // num_replicas)
+
+    def _pack(self, slot_lengths: np.ndarray) -> list[tuple[int, int]]:
+        """Greedy packing of slots (in order) into ``(start, end)`` ranges within the budget, a
+        run of equal slots (a bucket) at a time."""
+        n = len(slot_lengths)
+        if not n:
+            return []
+        cap = self.max_batch_size or n
+        run_starts = np.flatnonzero(np.r_[True, (slot_lengths[1:] != slot_lengths[:-1]).any(1)])
+        bounds: list[tuple[int, int]] = []
+        start, count, longest = 0, 0, 0  # the open batch: first slot, size, longest length
+        for a, b in zip(run_starts.tolist(), [*run_starts[1:].tolist(), n]):
+            row_max, left = int(slot_lengths[a].max()), b - a
+            while left:
+                grown = max(longest, row_max)
+                fits = min(cap, self.max_tokens // grown if grown else cap) - count
+                if count and fits <= 0:  # close the open batch
+                    bounds.append((start, start + count))
+                    start, count, longest = start + count, 0, 0
+                    continue
+                take = min(max(fits, 1), left)  # an item over the budget makes a batch of one
+                count, left, longest = count + take, left - take, grown
+                if left:  # the batch is full
+                    bounds.append((start, start + count))
+                    start, count, longest = start + count, 0, 0
+        if count:
+            bounds.append((start, start + count))
+        return bounds
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.per_epoch:
+            self.epoch = epoch
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        """All the batches of ``epoch`` (item indices ``0..n-1``) in order, before sharding."""
+        if self.shuffle:
+            rng = np.random.default_rng(mix_seed(self.seed, epoch))
+            order = np.lexsort((rng.random(self.n), self.bucket))  # each bucket's items shuffled
+            batches = [order[a:b].tolist() for a, b in self.bounds]
+            return [batches[j] for j in rng.permutation(len(batches))]
+        return [self._sorted[a:b].tolist() for a, b in self.bounds]
+
+    def batches(self, epoch: int) -> list[list[int]]:
+        """This rank's batches of ``epoch`` (item indices ``0..n-1``)."""
+        batches = self.global_batches(epoch)
+        total = self.per_replica * self.num_replicas
+        batches = batches[:total] if len(batches) >= total else batches + batches[: total - len(batches)]
+        return batches[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.batches(self.epoch)
+        if self.resume_epoch == self.epoch and self.skip_batches:
+            batches = batches[self.skip_batches :]
+        self.resume_epoch, self.skip_batches = None, 0
+        base = self.epoch * self.n
+        return iter([[base + i for i in b] for b in batches])
+
+    def __len__(self) -> int:
+        return self.per_replica
+
+    def padding_fraction(self, epoch: int = 0) -> float:
+        """The share of padding in the padded batches of ``epoch`` (all ranks, every column)."""
+        pad = total = 0
+        for b in self.global_batches(epoch):
+            lens = self.lengths[b]
+            padded = lens.max(0) * len(b)
+            total += int(padded.sum())
+            pad += int((padded - lens.sum(0)).sum())
+        return pad / total if total else 0.0
+
+
 class SeededTransform(Dataset):
     """Wraps a dataset whose samples are ``(input, target)`` and applies ``transform`` with the
     torch RNG seeded from ``(seed, epoch, first index)`` of each batch.
@@ -142,7 +296,7 @@ class ResumableDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self._resume: dict[str, int] | None = None
-        self._train_sampler: ResumableSampler | None = None
+        self._train_sampler: ResumableSampler | TokenBatchSampler | None = None
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -165,12 +319,40 @@ class ResumableDataModule(pl.LightningDataModule):
             generator=torch.Generator().manual_seed(self.seed),
         )
 
+    def _batch_loader(self, dataset: SeededTransform, batch_sampler: TokenBatchSampler, collate_fn: Callable | None) -> DataLoader:
+        if dataset.collate and dataset.transform is not None:
+            collate_fn = _as_is
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            collate_fn=collate_fn,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
     def train_loader(
-        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False, collate: bool = False
+        self,
+        dataset: Dataset,
+        transform: Callable | None = None,
+        collate_fn: Callable | None = None,
+        batched: bool = False,
+        collate: bool = False,
+        batch_sampler: TokenBatchSampler | None = None,
     ) -> DataLoader:
         """The training DataLoader: shuffled per epoch, seeded augmentation, resumable.
         ``batched``: ``transform`` takes a stacked batch rather than one sample; ``collate``: it
-        takes the list of samples and returns the batch (seeded masking of a padded batch)."""
+        takes the list of samples and returns the batch (seeded masking of a padded batch).
+        ``batch_sampler``: batches from it (built for this rank, see :meth:`_replicas`) rather
+        than of ``batch_size``; the checkpointed position skips its batches done."""
+        if batch_sampler is not None:
+            if self._resume is not None:
+                batch_sampler.resume_epoch = self._resume["epoch"]
+                batch_sampler.skip_batches = self._resume["batches"]
+                self._resume = None
+            self._train_sampler = batch_sampler
+            return self._batch_loader(SeededTransform(dataset, transform, self.seed, batched, collate), batch_sampler, collate_fn)
         replicas, rank = self._replicas()
         n = len(dataset)  # type: ignore[arg-type]
         drop_last = n > self.batch_size * replicas
@@ -183,10 +365,19 @@ class ResumableDataModule(pl.LightningDataModule):
         return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.batch_size, collate_fn, drop_last)
 
     def eval_loader(
-        self, dataset: Dataset, transform: Callable | None = None, collate_fn: Callable | None = None, batched: bool = False, collate: bool = False
+        self,
+        dataset: Dataset,
+        transform: Callable | None = None,
+        collate_fn: Callable | None = None,
+        batched: bool = False,
+        collate: bool = False,
+        batch_sampler: TokenBatchSampler | None = None,
     ) -> DataLoader:
         """An evaluation DataLoader: in order, sharded over DDP ranks; a random transform draws
-        the same every epoch (comparable validation losses)."""
+        the same every epoch (comparable validation losses). ``batch_sampler``: batches from it
+        (``shuffle=False, per_epoch=False``) rather than of ``eval_batch_size``."""
+        if batch_sampler is not None:
+            return self._batch_loader(SeededTransform(dataset, transform, self.seed, batched, collate), batch_sampler, collate_fn)
         replicas, rank = self._replicas()
         sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank, per_epoch=False)  # type: ignore[arg-type]
         return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.eval_batch_size, collate_fn, False)

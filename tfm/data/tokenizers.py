@@ -1,8 +1,12 @@
-"""WordPiece tokenizers (HF ``tokenizers``): train on a corpus with a cache, load, save with a run.
+"""Tokenizers (HF ``tokenizers``): train on a corpus with a cache, load, save with a run.
 
-Every tokenizer here is BERT-shaped: BERT normalisation and pre-tokenisation, the special tokens
+WordPiece (BERT tasks): BERT normalisation and pre-tokenisation, the special tokens
 ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4 in a trained one), ``[CLS] A [SEP] B [SEP]`` with
 token type ids added by ``encode(a, b)``, and the WordPiece ``##`` decoder.
+
+BPE (translation, :func:`bpe_tokenizer`): NFKC normalisation, a Metaspace (``▁``) pre-tokenizer
+and decoder and byte fallback, so that decoding gives the text back exactly; the special tokens
+``[PAD] [UNK] [START] [END]`` (ids 0-3) and no post-processor (the DataModule frames sequences).
 """
 
 from __future__ import annotations
@@ -10,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -163,7 +167,7 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer
     if path.suffix == ".json":
         try:
             tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # not a tokenizers JSON file
+        except Exception as e:  # noqa: BLE001  (not a tokenizers JSON file)
             raise UserError(f"{path} is not a Hugging Face tokenizer.json: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         special_ids(tok)
         return tok
@@ -223,3 +227,162 @@ class TextDataModule(ResumableDataModule):
     def save_tokenizer(self, folder: str | Path) -> Path:
         """Write the tokenizer into ``folder`` (a run's folder); returns its ``tokenizer.json``."""
         return save_tokenizer(self.tokenizer, folder)
+
+
+# --- BPE (translation) ------------------------------------------------------------------------------
+BPE_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[START]", "[END]")
+METASPACE = "\u2581"  # "▁": a space, as SentencePiece writes it
+BYTE_TOKENS = tuple(f"<0x{b:02X}>" for b in range(256))
+TARGET_TOKENIZER_FILE = "target_tokenizer.json"
+_BPE_FORMAT = 1  # bump when a trained BPE tokenizer would come out differently for the same settings
+
+
+def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tuple[str, str]] | None = None, byte_fallback: bool = True) -> Tokenizer:
+    """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: empty, to be trained).
+
+    NFKC normalisation; a Metaspace pre-tokenizer (a space becomes ``▁`` and starts the next
+    word's token, ``▁`` is prepended to the text) and decoder; with ``byte_fallback`` a character
+    outside the vocabulary becomes its UTF-8 bytes (``<0xE6>`` ...) rather than ``[UNK]``. So
+    ``decode(encode(s).ids) == s`` for any NFKC-normalised ``s`` that does not start with a space
+    (the prepended ``▁`` absorbs one: ``" a"`` decodes as ``"a"``) and holds no ``▁`` (decoded as
+    a space); runs of spaces, tabs, newlines and characters never seen in training come back as
+    they were. Special tokens written in the text are encoded as text (``encode_special_tokens``,
+    which a saved file does not keep: :func:`load_bpe_tokenizer` sets it again)."""
+    if vocab is None:
+        model = models.BPE(unk_token="[UNK]", byte_fallback=byte_fallback)
+    else:
+        model = models.BPE(vocab, list(merges or []), unk_token="[UNK]", byte_fallback=byte_fallback)
+    tok = Tokenizer(model)
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
+    steps = [decoders.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)]
+    if byte_fallback:
+        steps += [decoders.ByteFallback(), decoders.Fuse()]
+    tok.decoder = decoders.Sequence(steps)
+    if vocab is not None:
+        tok.add_special_tokens([t for t in BPE_SPECIAL_TOKENS if t in vocab])  # kept whole, skipped by decode
+    tok.encode_special_tokens = True
+    return tok
+
+
+def bpe_special_ids(tok: Tokenizer, where: str = "the tokenizer") -> dict[str, int]:
+    """The ids of ``[PAD] [UNK] [START] [END]``; a tokenizer lacking one is a user error."""
+    ids = {t: tok.token_to_id(t) for t in BPE_SPECIAL_TOKENS}
+    missing = [t for t, i in ids.items() if i is None]
+    if missing:
+        raise UserError(
+            f"{where} has no {', '.join(missing)} token: translation needs a vocabulary with {' '.join(BPE_SPECIAL_TOKENS)} "
+            "(one trained by tfm, saved as a run's tokenizer.json)"
+        )
+    return ids  # type: ignore[return-value]
+
+
+def bpe_tokenizer(
+    texts: Callable[[], Iterable[str]],
+    corpus_key: str,
+    vocab_size: int = 8000,
+    min_frequency: int = 2,
+    byte_fallback: bool = True,
+    limit_alphabet: int = 1000,
+    cache_dir: str | Path | None = None,
+) -> Tokenizer:
+    """A BPE tokenizer (:func:`build_bpe_tokenizer`) trained on ``texts()``, with ``vocab_size``
+    tokens at most: the 4 special tokens (ids 0-3), with ``byte_fallback`` the 256 byte tokens
+    (ids 4-259), then the learnt ones.
+
+    Cached as :func:`wordpiece_tokenizer` is: in ``cache_dir`` (default ``cache_root() /
+    "tokenizers"``) under a hash of ``corpus_key`` and the settings, trained once by the first
+    of several processes (a file lock), written atomically; ``texts`` is called only on a miss.
+    Ids are canonical (special tokens, bytes, single characters, then the rest, each sorted), so
+    equal vocabularies get equal ids whatever order training produced them in.
+    """
+    reserved = len(BPE_SPECIAL_TOKENS) + (len(BYTE_TOKENS) if byte_fallback else 0)
+    if vocab_size <= reserved:
+        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {reserved} reserved tokens (special{' and byte-fallback' if byte_fallback else ''} tokens)")
+    key = _settings_key(corpus_key, kind="bpe", bpe_format=_BPE_FORMAT, vocab_size=vocab_size, min_frequency=min_frequency,
+                        byte_fallback=byte_fallback, limit_alphabet=limit_alphabet)
+    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
+    path = folder / f"bpe-{vocab_size}-{key}.json"
+    if path.is_file():
+        return load_bpe_tokenizer(path)
+    from filelock import FileLock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():  # another process trained it while this one waited
+            return load_bpe_tokenizer(path)
+        tok = build_bpe_tokenizer(None, None, byte_fallback)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size - (len(BYTE_TOKENS) if byte_fallback else 0),
+            min_frequency=min_frequency,
+            special_tokens=list(BPE_SPECIAL_TOKENS),
+            limit_alphabet=limit_alphabet,
+            show_progress=False,
+        )
+        tok.train_from_iterator(_batches(texts()), trainer)
+        if tok.get_vocab_size() <= len(BPE_SPECIAL_TOKENS):
+            raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
+        model = json.loads(tok.to_str())["model"]
+        merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+        tok = build_bpe_tokenizer(_canonical_bpe_ids(model["vocab"], byte_fallback), merges, byte_fallback)  # type: ignore[arg-type]
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tok.save(str(tmp))
+        os.replace(tmp, path)  # never a half-written cache file
+    return tok
+
+
+def _canonical_bpe_ids(vocab: dict[str, int], byte_fallback: bool) -> dict[str, int]:
+    """Ids that depend on the tokens alone: special tokens, byte tokens, characters, the rest."""
+    head = [*BPE_SPECIAL_TOKENS, *(BYTE_TOKENS if byte_fallback else ())]
+    taken = set(head)
+    rest = sorted((t for t in vocab if t not in taken), key=lambda t: (len(t) > 1, t))
+    return {t: i for i, t in enumerate([*head, *rest])}
+
+
+def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
+    """A BPE tokenizer from a ``tokenizer.json`` (or a folder holding one) with tfm's special
+    tokens; a missing file, another format or a missing special token is a :class:`UserError`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / "tokenizer.json").is_file():
+            raise UserError(f"tokenizer folder {path} has no tokenizer.json: pass a run folder or a tokenizer.json file")
+        path = path / "tokenizer.json"
+    if not path.is_file():
+        raise UserError(f"tokenizer {path} does not exist: pass a tokenizer.json or a run folder holding one")
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001  (not a tokenizers JSON file)
+        raise UserError(f"{path} is not a Hugging Face tokenizer.json: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    bpe_special_ids(tok, f"tokenizer {path}")
+    tok.encode_special_tokens = True
+    return tok
+
+
+def load_bpe_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
+    """``(source or joint tokenizer, target tokenizer or None)`` from a run folder (its
+    ``tokenizer.json`` and, for separate vocabularies, ``target_tokenizer.json``) or a file (a
+    ``tokenizer.json`` brings the ``target_tokenizer.json`` beside it, if any). The two must give
+    the special tokens the same ids."""
+    path = Path(path).expanduser()
+    first = path / "tokenizer.json" if path.is_dir() else path
+    tok = load_bpe_tokenizer(path)
+    target_path = first.parent / TARGET_TOKENIZER_FILE
+    if first.name != "tokenizer.json" or not target_path.is_file():
+        return tok, None
+    target = load_bpe_tokenizer(target_path)
+    if bpe_special_ids(target) != bpe_special_ids(tok):
+        raise UserError(f"{target_path} and {first} give the special tokens different ids: both must have {' '.join(BPE_SPECIAL_TOKENS)} as ids 0-3")
+    return tok, target
+
+
+def save_bpe_tokenizers(folder: str | Path, tok: Tokenizer, target: Tokenizer | None = None) -> Path:
+    """Write ``tokenizer.json`` (source, or joint) and, for a separate target vocabulary,
+    ``target_tokenizer.json`` into ``folder``; returns the ``tokenizer.json`` path."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    if target is not None:
+        target.save(str(folder / TARGET_TOKENIZER_FILE))
+    elif (folder / TARGET_TOKENIZER_FILE).is_file():
+        (folder / TARGET_TOKENIZER_FILE).unlink()  # a stale one would make the joint vocabulary look separate
+    return folder / "tokenizer.json"
