@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Activation = Literal["relu", "gelu", "gelu_tanh"]
+Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swish"]
 
 
 @dataclass
@@ -14,8 +14,8 @@ class TransformerConfig:
 
     The variants of the classic models are fields, never copied classes:
     BERT is post-LN (``norm_first=False``) with exact GELU and eps 1e-12; ViT is pre-LN with exact
-    GELU and eps 1e-6; the Vaswani / Marian translation model is post-LN with ReLU (Marian: SiLU is
-    not offered, Marian-style imports use ``relu``/``gelu``).
+    GELU and eps 1e-6; the Vaswani translation model is post-LN with ReLU, Marian (OPUS-MT) post-LN
+    with SiLU (``"silu"``, which HF calls ``"swish"``: both names are accepted).
     """
 
     dim: int = 768
@@ -38,8 +38,8 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
-        if self.activation not in ("relu", "gelu", "gelu_tanh"):
-            raise ValueError(f"activation={self.activation!r}: use one of relu, gelu, gelu_tanh")
+        if self.activation not in ("relu", "gelu", "gelu_tanh", "silu", "swish"):
+            raise ValueError(f"activation={self.activation!r}: use one of relu, gelu, gelu_tanh, silu (= swish)")
 
     @property
     def head_dim(self) -> int:

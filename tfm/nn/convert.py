@@ -23,6 +23,7 @@ from .bert import (
     BertForTokenClassification,
 )
 from .models import VisionTransformer
+from .seq2seq import Seq2SeqTransformer
 
 StateDict = Mapping[str, Tensor]
 M = TypeVar("M", bound=nn.Module)
@@ -422,3 +423,238 @@ def _hub_download(repo_id: str) -> Path:
         msg = f"{repo_id} is not a local path, and downloading it from the Hugging Face Hub failed"
         raise ConversionError(f"{msg}: {type(e).__name__}: {first}") from None
     return Path(folder)
+
+
+# Hugging Face Marian (OPUS-MT) ---------------------------------------------------------------------
+
+_HF_MARIAN_ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh",
+                          "gelu_pytorch_tanh": "gelu_tanh"}
+_HF_MARIAN_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(.+)$")
+_HF_MARIAN_PARTS = {  # inside a layer: HF name -> tfm name (q/k/v handled apart)
+    "self_attn.out_proj": "attn.proj",
+    "self_attn_layer_norm": "norm1",
+    "encoder_attn.out_proj": "cross_attn.proj",
+    "encoder_attn_layer_norm": "norm_cross",
+    "fc1": "mlp.fc1",
+    "fc2": "mlp.fc2",
+    "final_layer_norm": "norm2",
+}
+_HF_MARIAN_QKV = re.compile(r"^(self_attn|encoder_attn)\.(q|k|v)_proj\.(weight|bias)$")
+
+
+def hf_marian_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`~tfm.nn.seq2seq.Seq2SeqTransformer` arguments from an HF ``MarianConfig`` dict.
+
+    Marian is post-LN (eps 1e-5), with sinusoidal positions (sines then cosines), tokens scaled by
+    ``sqrt(d_model)`` (``scale_embedding``), a fixed ``final_logits_bias``, and decoding starts
+    with ``decoder_start_token_id`` (the pad token in OPUS-MT models)."""
+    if config.get("model_type", "marian") != "marian":
+        raise ConversionError(f"model_type={config['model_type']!r} is not Marian (load_hf_marian imports model_type 'marian')")
+    need = ("vocab_size", "d_model", "encoder_layers", "decoder_layers", "encoder_attention_heads", "encoder_ffn_dim")
+    missing = [k for k in need if k not in config]
+    if missing:
+        raise ConversionError(f"Marian config lacks {', '.join(missing)}")
+    for a, b in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if config.get(b, config[a]) != config[a]:
+            raise ConversionError(f"Marian config has {a}={config[a]} but {b}={config[b]}: tfm uses one value for both stacks")
+    act = config.get("activation_function", "gelu")
+    if act not in _HF_MARIAN_ACTIVATIONS:
+        raise ConversionError(f"activation_function={act!r}: tfm supports {', '.join(_HF_MARIAN_ACTIVATIONS)}")
+    if config.get("normalize_before") or config.get("add_final_layer_norm"):
+        raise ConversionError("a pre-LN Marian variant (normalize_before / add_final_layer_norm) is not supported")
+
+    def one(name: str) -> int | None:
+        value = config.get(name)
+        if isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                raise ConversionError(f"{name}={value}: tfm decodes with a single {name}")
+            value = value[0]
+        return value
+
+    vocab = config["vocab_size"]
+    dec_vocab = config.get("decoder_vocab_size") or vocab
+    shared = config.get("share_encoder_decoder_embeddings", True)
+    if shared and dec_vocab != vocab:
+        raise ConversionError(f"share_encoder_decoder_embeddings with vocab_size={vocab} != decoder_vocab_size={dec_vocab}")
+    pad = one("pad_token_id")
+    start = one("decoder_start_token_id")
+    return dict(
+        vocab_size=vocab,
+        pad_token_id=pad,
+        tgt_vocab_size=None if shared else dec_vocab,
+        dim=config["d_model"],
+        encoder_layers=config["encoder_layers"],
+        decoder_layers=config["decoder_layers"],
+        num_heads=config["encoder_attention_heads"],
+        ffn_dim=config["encoder_ffn_dim"],
+        activation=_HF_MARIAN_ACTIVATIONS[act],
+        norm_first=False,
+        layer_norm_eps=1e-5,
+        dropout=config.get("dropout", 0.1),
+        attn_dropout=config.get("attention_dropout", 0.0),
+        activation_dropout=config.get("activation_dropout", 0.0),
+        max_positions=config.get("max_position_embeddings", 1024),
+        position="sinusoidal",
+        share_embeddings=config.get("tie_word_embeddings", True),
+        scale_embedding=config.get("scale_embedding", False),
+        final_logits_bias=True,
+        bos_token_id=start if start is not None else pad,
+        eos_token_id=one("eos_token_id"),
+    )
+
+
+def hf_marian_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
+    """Rename an HF ``MarianMTModel`` / ``MarianModel`` state dict to
+    :class:`~tfm.nn.seq2seq.Seq2SeqTransformer` names. Query, key and value are fused (``qkv``
+    for self-attention, ``kv`` for cross-attention). Embeddings come out as ``src_embed.tokens``
+    / ``tgt_embed.tokens`` / ``lm_head`` (the shared matrix under each name it serves, read from
+    ``shared`` when a tied copy was not saved); the sinusoidal tables as
+    ``{src,tgt}_embed.positions.table`` (not trained; :func:`load_hf_marian` checks them)."""
+    out: dict[str, Tensor] = {}
+    qkv: dict[tuple[str, str, str, str], dict[str, Tensor]] = {}
+    shared = None
+    for key, value in state_dict.items():
+        name = key.removeprefix("model.")
+        if name == "shared.weight":
+            shared = value
+        elif name == "encoder.embed_tokens.weight":
+            out["src_embed.tokens.weight"] = value
+        elif name == "decoder.embed_tokens.weight":
+            out["tgt_embed.tokens.weight"] = value
+        elif name in ("encoder.embed_positions.weight", "decoder.embed_positions.weight"):
+            out[("src" if name.startswith("encoder") else "tgt") + "_embed.positions.table"] = value
+        elif name == "lm_head.weight":
+            out["lm_head.weight"] = value
+        elif name == "final_logits_bias":
+            out["final_logits_bias"] = value.reshape(-1)
+        elif m := _HF_MARIAN_LAYER.match(name):
+            stack, layer, rest = m.groups()
+            if q := _HF_MARIAN_QKV.match(rest):
+                attn, which, kind = q.groups()
+                qkv.setdefault((stack, layer, attn, kind), {})[which] = value
+                continue
+            part, _, kind = rest.rpartition(".")
+            if part not in _HF_MARIAN_PARTS:
+                raise ConversionError(f"HF Marian weight {key} has no counterpart in tfm (another Marian variant?)")
+            out[f"transformer.{stack}.blocks.{layer}.{_HF_MARIAN_PARTS[part]}.{kind}"] = value
+        else:
+            raise ConversionError(f"HF Marian weight {key} has no counterpart in tfm (another Marian variant?)")
+    if shared is not None:
+        out.setdefault("src_embed.tokens.weight", shared)
+        out.setdefault("tgt_embed.tokens.weight", shared)
+    if "tgt_embed.tokens.weight" in out:
+        out.setdefault("lm_head.weight", out["tgt_embed.tokens.weight"])
+    for (stack, layer, attn, kind), parts in sorted(qkv.items()):
+        prefix = f"transformer.{stack}.blocks.{layer}"
+        if attn == "self_attn":
+            want, name = ("q", "k", "v"), f"{prefix}.attn.qkv.{kind}"
+        else:
+            want, name = ("k", "v"), f"{prefix}.cross_attn.kv.{kind}"
+            if "q" in parts:
+                out[f"{prefix}.cross_attn.q.{kind}"] = parts["q"]
+        if any(w not in parts for w in want) or (attn != "self_attn" and "q" not in parts):
+            raise ConversionError(f"HF Marian {stack} layer {layer}: {attn} {kind} of query/key/value incomplete")
+        out[name] = torch.cat([parts[w] for w in want])
+    return out
+
+
+def load_hf_marian(
+    source: nn.Module | StateDict | str | Path,
+    config: Mapping[str, Any] | str | Path | None = None,
+    **overrides: Any,
+) -> Seq2SeqTransformer:
+    """An HF Marian translation model (``MarianMTModel``, OPUS-MT) as a
+    :class:`~tfm.nn.seq2seq.Seq2SeqTransformer`, in eval mode.
+
+    ``source``: a ``MarianMTModel`` / ``MarianModel`` object, a folder with ``config.json`` and
+    ``model.safetensors`` or ``pytorch_model.bin`` (what ``save_pretrained`` writes, sharded or
+    not), a weights file (``config.json`` next to it or ``config=``), a state dict (with
+    ``config=``: a dict, a ``MarianConfig`` or a ``config.json``), or a Hub repo id (fetched with
+    ``huggingface_hub`` when installed and online). ``overrides`` change
+    :class:`Seq2SeqTransformer` arguments (``dropout=0.0``). The tying of the checkpoint is kept:
+    embeddings and output projection shared when they are the same matrix, separate otherwise.
+    Decoding defaults come along: ``bos_token_id`` = ``decoder_start_token_id`` (the pad token of
+    OPUS-MT) and ``eos_token_id``; OPUS-MT's generation config forbids the pad token
+    (``bad_words_ids``) and forces EOS at the last step, which :func:`tfm.nn.generation.generate`
+    does by default.
+    """
+    hf_sd, cfg_dict, what = _hf_marian_source(source, config)
+    sd = hf_marian_to_tfm(hf_sd)
+    cfg = hf_marian_config(cfg_dict)
+    # the tying of this checkpoint, read off the tensors (a saved tied copy may be absent)
+    src, tgt, head = (sd.get(k) for k in ("src_embed.tokens.weight", "tgt_embed.tokens.weight", "lm_head.weight"))
+    if src is None or tgt is None or head is None:
+        raise ConversionError(f"{what} has no token embeddings (shared / embed_tokens)")
+    joint = cfg["tgt_vocab_size"] is None
+    tied = torch.equal(tgt, head) and (not joint or torch.equal(src, tgt))
+    if not tied:
+        cfg["share_embeddings"] = False
+    cfg = {**cfg, **overrides}
+    model = Seq2SeqTransformer(**cfg)
+    tables = {k: sd.pop(k) for k in ("src_embed.positions.table", "tgt_embed.positions.table") if k in sd}
+    own = model.state_dict()
+    if "final_logits_bias" not in sd:
+        sd["final_logits_bias"] = torch.zeros(model.tgt_vocab_size)
+    if cfg["share_embeddings"]:
+        if not tied:
+            raise ConversionError(f"{what}: share_embeddings=True, but the checkpoint's embeddings and output projection differ")
+        sd = {k: v for k, v in sd.items() if k not in _tied_aliases(model)}
+    unexpected = sorted(set(sd) - set(own))
+    missing = sorted(set(own) - set(sd) - _tied_aliases(model))
+    if unexpected or missing:
+        raise ConversionError(f"{what} does not fit the model (config disagrees?): missing {missing[:3]}, unexpected {unexpected[:3]}")
+    load_into(model, sd, what, strict=False)
+    for name, table in tables.items():
+        buf = model.get_buffer(name)
+        if table.shape != buf.shape or not torch.allclose(table.float(), buf, atol=1e-4):
+            raise ConversionError(f"{what}: {name} is not the sinusoidal table tfm computes (learned positions?)")
+        buf.copy_(table)  # bit for bit the checkpoint's
+    return model.eval()
+
+
+def _hf_marian_source(
+    source: nn.Module | StateDict | str | Path, config: Mapping[str, Any] | str | Path | None
+) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """``(state dict, config dict, description for messages)`` of a Marian checkpoint source."""
+    if config is not None and hasattr(config, "to_dict"):
+        config = config.to_dict()
+    if isinstance(source, nn.Module):
+        if config is None:
+            if not hasattr(source, "config"):
+                raise ConversionError(f"{type(source).__name__} has no .config: pass config=")
+            config = source.config.to_dict()
+        return dict(source.state_dict()), _read_marian_config(config), f"HF {type(source).__name__}"
+    if not isinstance(source, (str, Path)):
+        if config is None:
+            raise ConversionError("a state dict does not give the number of heads: pass config= (dict or config.json)")
+        return dict(source), _read_marian_config(config), "HF Marian state dict"
+    path = Path(source).expanduser()
+    if not path.exists():
+        if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
+            path = _hub_download(source)
+        else:
+            raise ConversionError(f"Marian checkpoint {source} does not exist (want a folder with config.json + weights)")
+    what = f"HF Marian {source}"
+    if path.is_dir():
+        weights = next((path / f for f in _HF_WEIGHT_FILES if (path / f).is_file()), None)
+        if weights is None:
+            raise ConversionError(f"{path} holds no {' or '.join(_HF_WEIGHT_FILES[::2])}")
+    else:
+        weights, path = path, path.parent
+    if config is None:
+        if not (path / "config.json").is_file():
+            raise ConversionError(f"no config.json in {path}: pass config= (an HF config dict or config.json)")
+        config = path / "config.json"
+    return _read_weights(weights), _read_marian_config(config), what
+
+
+def _read_marian_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    if isinstance(config, Mapping):
+        return dict(config)
+    path = Path(config)
+    if not path.is_file():
+        raise ConversionError(f"Marian config {path} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"Marian config {path} is not valid JSON: {e}") from None

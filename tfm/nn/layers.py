@@ -13,6 +13,8 @@ _ACTIVATIONS = {
     "relu": nn.ReLU,
     "gelu": nn.GELU,
     "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,  # HF's name for SiLU (Marian / OPUS-MT)
 }
 
 

@@ -1,0 +1,655 @@
+"""Greedy and beam search over any encoder-decoder (or decoder) with an incremental-decoding cache.
+
+A model decodes through three methods (:class:`Seq2SeqTransformer` has them):
+
+* ``encode(src_ids, src_padding_mask) -> memory`` (batch first);
+* ``decode(tgt_ids, memory, src_padding_mask, cache) -> logits (B, T, V)``: with a cache,
+  ``tgt_ids`` holds only the new positions; the first call fills the cache from ``memory``
+  (cross-attention keys and values), later calls get ``memory=None``;
+* ``new_cache()``, whose result has ``reorder(index)`` (keep batch rows ``index``).
+
+A model may also offer ``decode_beams(tgt_ids (B, beams), memory, src_padding_mask, cache)`` and
+``new_beam_cache(beams)`` (a :class:`BeamKVCache`): beam search then decodes each sentence's beams
+together, as :class:`~tfm.nn.seq2seq.Seq2SeqTransformer` does.
+
+The search follows the conventions of Hugging Face ``generate`` (transformers 5.x), so that the
+same model gives the same tokens and scores:
+
+* scores are sums of log-probabilities (log-softmax in fp32) of the generated tokens, EOS
+  included, divided by ``length ** length_penalty``, the length counting EOS and not the start;
+* a beam step keeps the ``2k`` best continuations; those ending in EOS among the first ``k``
+  become finished hypotheses, the ``k`` best others stay alive;
+* ``early_stopping=True`` ends a sentence when it has ``k`` finished hypotheses; ``False`` (HF's
+  default) when moreover the best alive beam, scored at its current length, cannot beat the worst
+  finished one; ``"never"`` scores the alive beam at the maximum length instead;
+* a forced EOS (``force_eos``) at the last allowed step scores 0 (HF's ``forced_eos_token_id``).
+
+Lengths are counted in generated tokens: ``max_length`` / ``max_len_a * src_len + max_len_b``
+bound the tokens after the start token, EOS included (HF ``max_length`` = this + 1);
+``min_length`` tokens come before EOS may (HF ``min_length`` = this + 1). The source length is
+each sentence's own (its non-pad tokens), so a sentence's result does not depend on its batch.
+
+Speed: one ``(batch, beams)`` tensor program per step, no loop over hypotheses, the first step
+on one row per sentence (its beams are all the same). With ``decode_beams`` the beams of a
+sentence are the queries of one batch row: cross-attention keys and values are computed once
+per sentence and never copied to its beams, and self-attention keys and values never move when
+beams reorder (:class:`BeamKVCache`: each beam sees its history through a mask). Through the
+bare protocol, the cache's self-attention keys/values are reordered every step (a tfm
+:class:`~tfm.nn.attention.KVCache` in preallocated buffers, one copy per step, leaving the
+cross-attention ones alone). A finished sentence leaves the batch at the next copy of the cache,
+or once finished sentences are a quarter of it, so it soon stops costing compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .attention import KVCache, LayerCache
+
+NEG = -1.0e9  # HF's "impossible" score: large but finite, so that sums stay ordered
+
+
+class DecoderModel(Protocol):
+    def encode(self, src_ids: Tensor, src_padding_mask: Tensor | None = None) -> Tensor: ...
+
+    def decode(self, tgt_ids: Tensor, memory: Tensor | None, src_padding_mask: Tensor | None = None,
+               cache: Any = None) -> Tensor: ...
+
+    def new_cache(self) -> Any: ...
+
+
+@dataclass
+class Hypothesis:
+    tokens: Tensor  # (L,) generated tokens, EOS included when the hypothesis finished with it
+    score: float  # sum of log-probs / L ** length_penalty
+
+
+@dataclass
+class GenerationOutput:
+    sequences: Tensor  # (B, T) best hypothesis per sentence, no start token, padded with pad_token_id
+    scores: Tensor  # (B,) their scores
+    lengths: Tensor  # (B,) their lengths (EOS included)
+    nbest: list[list[Hypothesis]] = field(default_factory=list)  # per sentence, best first
+
+
+@dataclass
+class _Setup:
+    bos: int
+    eos: int
+    pad: int
+    mask: Tensor | None  # (B, S) source padding mask
+    max_new: Tensor  # (B,) maximum generated tokens per sentence
+    ban: Tensor | None  # token ids never generated
+
+
+def _setup(
+    model: Any,
+    src_ids: Tensor,
+    src_padding_mask: Tensor | None,
+    bos_token_id: int | None,
+    eos_token_id: int | None,
+    pad_token_id: int | None,
+    max_len_a: float,
+    max_len_b: int,
+    max_length: int | None,
+    bad_token_ids: Sequence[int] | None,
+) -> _Setup:
+    def pick(value: int | None, name: str) -> int:
+        value = value if value is not None else getattr(model, name, None)
+        if value is None:
+            raise ValueError(f"{name} is not set: pass {name}= (the model has none)")
+        return int(value)
+
+    bos, eos = pick(bos_token_id, "bos_token_id"), pick(eos_token_id, "eos_token_id")
+    pad = pick(pad_token_id, "pad_token_id")
+    if src_padding_mask is not None:
+        mask = src_padding_mask.bool()
+    else:
+        mask = src_ids.eq(pad)
+    src_len = (~mask).sum(1)
+    if not bool(mask.any()):
+        mask = None
+    max_new = (max_len_a * src_len.double() + max_len_b).long()
+    cap = getattr(model, "max_positions", None)  # decoder positions: the start token + max_new - 1
+    if max_length is not None:
+        cap = max_length if cap is None else min(cap, max_length)
+    if cap is not None:
+        max_new = max_new.clamp(max=cap)
+    max_new = max_new.clamp(min=1)
+    if bad_token_ids is None:
+        bad_token_ids = (pad, bos)
+    bad = sorted({int(t) for t in bad_token_ids} - {eos})
+    ban = torch.tensor(bad, dtype=torch.long, device=src_ids.device) if bad else None
+    return _Setup(bos, eos, pad, mask, max_new.to(src_ids.device), ban)
+
+
+def _process(lprobs: Tensor, t: int, s: _Setup, min_length: int, force: Tensor | None) -> Tensor:
+    """HF's logits processors, in HF's order: banned tokens, minimum length, forced EOS
+    (``force``: rows at their last step: every token impossible but EOS, which scores 0)."""
+    if s.ban is not None:
+        lprobs.index_fill_(1, s.ban, float("-inf"))
+    if t < min_length:
+        lprobs[:, s.eos] = float("-inf")
+    if force is not None:
+        lprobs.masked_fill_(force[:, None], float("-inf"))
+        lprobs[:, s.eos].masked_fill_(force, 0.0)
+    return lprobs
+
+
+def _forced(t: int, max_new: Tensor, force_eos: bool, rows_per_sentence: int) -> Tensor | None:
+    if not force_eos:
+        return None
+    force = max_new == t + 1
+    if not bool(force.any()):
+        return None
+    return force.repeat_interleave(rows_per_sentence) if rows_per_sentence > 1 else force
+
+
+class _SearchLayerCache(LayerCache):
+    """A :class:`LayerCache` whose self-attention keys and values live in preallocated buffers,
+    two of them used in turn: appending a position writes it in place (no concatenation), and
+    reordering the rows gathers the prefix into the other buffer in a single copy. ``k``/``v``
+    are views of the current buffer; the length grows by doubling."""
+
+    __slots__ = ("_bufs", "_cur", "_len")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bufs: list[tuple[Tensor, Tensor]] = []
+        self._cur = 0
+        self._len = 0
+
+    def _grow(self, rows: int, length: int, like: Tensor) -> None:
+        cap_rows = max(rows, self._bufs[0][0].shape[0] if self._bufs else 0)
+        cap_len = max(16, length, 2 * (self._bufs[0][0].shape[2] if self._bufs else 0))
+        _, h, _, d = like.shape
+        bufs = [tuple(like.new_empty(cap_rows, h, cap_len, d) for _ in range(2)) for _ in range(2)]
+        if self.k is not None:  # keep what is there
+            m = self.k.shape[0]
+            bufs[self._cur][0][:m, :, : self._len] = self.k
+            bufs[self._cur][1][:m, :, : self._len] = self.v
+        self._bufs = bufs  # type: ignore[assignment]
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        n, q = k.shape[0], k.shape[2]
+        new_len = self._len + q
+        if not self._bufs or n > self._bufs[0][0].shape[0] or new_len > self._bufs[0][0].shape[2]:
+            self._grow(n, new_len, k)
+        kb, vb = self._bufs[self._cur]
+        kb[:n, :, self._len : new_len] = k
+        vb[:n, :, self._len : new_len] = v
+        self._len = new_len
+        self.k, self.v = kb[:n, :, :new_len], vb[:n, :, :new_len]
+        return self.k, self.v
+
+    def reorder_self(self, rows: Tensor) -> None:
+        if self.k is None:
+            return
+        n = rows.numel()
+        if n > self._bufs[0][0].shape[0]:
+            self._grow(n, self._len, self.k)
+        kb, vb = self._bufs[1 - self._cur]
+        torch.index_select(self.k, 0, rows, out=kb[:n, :, : self._len])
+        torch.index_select(self.v, 0, rows, out=vb[:n, :, : self._len])
+        self._cur = 1 - self._cur
+        self.k, self.v = kb[:n, :, : self._len], vb[:n, :, : self._len]
+
+
+def _search_cache(model: Any) -> Any:
+    """The model's cache; a tfm :class:`KVCache` gets preallocated self-attention buffers."""
+    cache = model.new_cache()
+    if type(cache) is KVCache and all(layer.k is None for layer in cache.layers):
+        cache.layers = [_SearchLayerCache() for _ in cache.layers]
+    return cache
+
+
+def _reorder(cache: Any, rows: Tensor, cross_rows: Tensor | None) -> None:
+    """Keep cache rows ``rows``. A :class:`KVCache` reorders only the self-attention keys and
+    values; its cross-attention ones (the same for every beam of a sentence) only when
+    ``cross_rows`` is given (sentences leave the batch, or beams are first expanded)."""
+    if not isinstance(cache, KVCache):
+        cache.reorder(rows)
+        return
+    for layer in cache.layers:
+        if isinstance(layer, _SearchLayerCache):
+            layer.reorder_self(rows)
+        elif layer.k is not None:
+            layer.k = layer.k.index_select(0, rows)
+            layer.v = layer.v.index_select(0, rows)
+        if cross_rows is not None and layer.ck is not None:
+            layer.ck = layer.ck.index_select(0, cross_rows)
+            layer.cv = layer.cv.index_select(0, cross_rows)
+
+
+def _length_norm(length: int | Tensor, length_penalty: float) -> float | Tensor:
+    return length**length_penalty
+
+
+class _BeamLayerCache(LayerCache):
+    """One decoder layer's keys and values in a :class:`BeamKVCache`: self-attention in a buffer
+    ``(B, heads, T, beams, head_dim)`` written in place, cross-attention once per sentence."""
+
+    __slots__ = ("_kbuf", "_vbuf", "owner")
+
+    def __init__(self, owner: BeamKVCache) -> None:
+        super().__init__()
+        self.owner = owner
+        self._kbuf: Tensor | None = None
+        self._vbuf: Tensor | None = None
+
+    def _grow(self, rows: int, length: int, like: Tensor) -> None:
+        _, h, _, d = like.shape
+        old = self._kbuf
+        cap_rows = max(rows, old.shape[0] if old is not None else 0)
+        cap_len = max(32, length, 2 * old.shape[2] if old is not None else 0)
+        # never read beyond what append() wrote: no need to clear
+        kbuf = like.new_empty(cap_rows, h, cap_len, self.owner.num_beams, d)
+        vbuf = like.new_empty(cap_rows, h, cap_len, self.owner.num_beams, d)
+        if old is not None:
+            n, _, t = old.shape[:3]
+            kbuf[:n, :, :t] = old
+            vbuf[:n, :, :t] = self._vbuf
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        # k, v: (B, heads, n, head_dim), n = the beams (or 1 at the first step: all beams equal)
+        b, h, _, d = k.shape
+        t = self.owner.length
+        if self._kbuf is None or b > self._kbuf.shape[0] or t >= self._kbuf.shape[2]:
+            self._grow(b, t + 1, k)
+        assert self._kbuf is not None and self._vbuf is not None
+        self._kbuf[:b, :, t] = k
+        self._vbuf[:b, :, t] = v
+        beams = self.owner.num_beams
+        self.k = self._kbuf[:b, :, : t + 1].reshape(b, h, (t + 1) * beams, d)
+        self.v = self._vbuf[:b, :, : t + 1].reshape(b, h, (t + 1) * beams, d)
+        return self.k, self.v
+
+    def select(self, rows: Tensor) -> None:
+        t = self.owner.length
+        if self._kbuf is not None and t:  # copy what is written only, into buffers of the same capacity
+            for name in ("_kbuf", "_vbuf"):
+                buf = getattr(self, name)
+                new = buf.new_empty(rows.numel(), *buf.shape[1:])
+                torch.index_select(buf[:, :, :t], 0, rows, out=new[:, :, :t])
+                setattr(self, name, new)
+        if self.ck is not None:
+            self.ck = self.ck.index_select(0, rows)
+            self.cv = self.cv.index_select(0, rows)  # type: ignore[union-attr]
+
+
+class BeamKVCache:
+    """Decoder cache of a beam search that keeps each sentence's beams together (one batch row per
+    sentence, the beams as its queries), for a model's ``decode_beams``.
+
+    Cross-attention keys and values are the sentence's own, computed once and never copied to its
+    beams: the beams' queries attend to them together. Self-attention keys and values of every
+    position are written once, in the slot of the beam that produced them, and never move when
+    beams are reordered: ``ancestry`` records, for each beam and position, the slot holding its
+    token, and :meth:`self_attention_mask` lets each beam see exactly its own history.
+    """
+
+    def __init__(self, num_layers: int, num_beams: int) -> None:
+        self.num_beams = num_beams
+        self.layers = [_BeamLayerCache(self) for _ in range(num_layers)]
+        self.length = 0  # positions decoded
+        self.ancestry: Tensor | None = None  # (B, beams, length) slot of each beam's token per position
+
+    def __getitem__(self, i: int) -> _BeamLayerCache:
+        return self.layers[i]
+
+    def self_attention_mask(self, batch: int, queries: int, dtype: torch.dtype = torch.float32,
+                            device: torch.device | None = None) -> Tensor | None:
+        """Additive ``(B, 1, queries, (length + 1) * beams)``: query ``j`` sees its ancestors'
+        slots and its own new one (0), nothing else (-inf). None with one beam (every key is the
+        beam's own)."""
+        k, t = self.num_beams, self.length
+        if k == 1:
+            return None
+        slots = torch.arange(k, device=device)
+        if queries == 1:  # first step: one query per sentence, all beams the same
+            sel = torch.zeros(batch, 1, t + 1, dtype=torch.long, device=device)
+        else:
+            own = slots.view(1, k, 1).expand(batch, k, 1)
+            sel = own if self.ancestry is None else torch.cat([self.ancestry, own], 2)
+        hidden = (sel[..., None] != slots).reshape(batch, 1, queries, (t + 1) * k)
+        return torch.zeros(hidden.shape, dtype=dtype, device=device).masked_fill_(hidden, float("-inf"))
+
+    def advance(self, src_beam: Tensor) -> None:
+        """After a step: new beam ``j`` of each sentence continues old beam ``src_beam[:, j]``."""
+        b, k = src_beam.shape
+        own = torch.arange(k, device=src_beam.device).view(1, k, 1).expand(b, k, 1)
+        ext = own if self.ancestry is None else torch.cat([self.ancestry, own], 2)
+        self.ancestry = ext.gather(1, src_beam[:, :, None].expand(-1, -1, ext.shape[2]))
+        self.length += 1
+
+    def select(self, rows: Tensor) -> None:
+        """Keep the sentences ``rows`` (the others are finished)."""
+        if self.ancestry is not None:
+            self.ancestry = self.ancestry.index_select(0, rows)
+        for layer in self.layers:
+            layer.select(rows)
+
+    def reorder(self, index: Tensor) -> None:
+        raise NotImplementedError("a BeamKVCache never moves keys: use advance() and select()")
+
+
+COMPACT_FRACTION = 0.25
+
+
+def _compact_now(dead: int, rows: int, free: bool) -> bool:
+    """Remove finished sentences from the batch now? Always when it costs nothing (the cache is
+    copied anyway), else once they are ``COMPACT_FRACTION`` of it: until then they ride along."""
+    return dead > 0 and (free or dead >= COMPACT_FRACTION * rows)
+
+
+@torch.no_grad()
+def greedy_search(
+    model: DecoderModel,
+    src_ids: Tensor,
+    src_padding_mask: Tensor | None = None,
+    *,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_length: int | None = None,
+    min_length: int = 0,
+    length_penalty: float = 1.0,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    bad_token_ids: Sequence[int] | None = None,
+    force_eos: bool = True,
+    use_cache: bool = True,
+) -> GenerationOutput:
+    """The most probable token at each step (HF ``generate(num_beams=1, do_sample=False)``).
+
+    See :func:`generate` for the arguments. Scores are the sums of the tokens' log-probs over
+    ``length ** length_penalty``, as for beam search (HF greedy reports none)."""
+    s = _setup(model, src_ids, src_padding_mask, bos_token_id, eos_token_id, pad_token_id,
+               max_len_a, max_len_b, max_length, bad_token_ids)
+    B, device = src_ids.shape[0], src_ids.device
+    memory = model.encode(src_ids, s.mask)
+    L = int(s.max_new.max())
+    out = torch.full((B, L), s.pad, dtype=torch.long, device=device)
+    out_scores = torch.zeros(B, device=device)
+    out_len = torch.zeros(B, dtype=torch.long, device=device)
+
+    active = torch.arange(B, device=device)  # original index of each row
+    live = torch.ones(B, dtype=torch.bool, device=device)  # not finished yet
+    tokens = torch.full((B, L + 1), s.bos, dtype=torch.long, device=device)  # start + generated
+    total = torch.zeros(B, device=device)
+    max_new, mask = s.max_new, s.mask
+    cache = _search_cache(model) if use_cache else None
+    for t in range(L):
+        if use_cache:
+            logits = model.decode(tokens[:, t : t + 1], memory if t == 0 else None, mask, cache)
+        else:
+            logits = model.decode(tokens[:, : t + 1], memory, mask, None)
+        lprobs = F.log_softmax(logits[:, -1].float(), dim=-1)
+        lprobs = _process(lprobs, t, s, min_length, _forced(t, max_new, force_eos, 1))
+        best, tok = lprobs.max(-1)
+        total = total + best
+        tokens[:, t + 1] = tok
+        done = live & (tok.eq(s.eos) | (max_new <= t + 1))
+        if not bool(done.any()):
+            continue
+        rows = done.nonzero().squeeze(1)
+        idx = active[rows]
+        out[idx, : t + 1] = tokens[rows, 1 : t + 2]
+        out_scores[idx] = total[rows] / _length_norm(t + 1, length_penalty)
+        out_len[idx] = t + 1
+        live = live & ~done
+        dead = int((~live).sum())
+        if dead == live.numel():
+            break
+        if not _compact_now(dead, live.numel(), free=not use_cache):
+            continue
+        keep = live.nonzero().squeeze(1)
+        active, tokens, total, max_new, live = active[keep], tokens[keep], total[keep], max_new[keep], live[keep]
+        mask = mask.index_select(0, keep) if mask is not None else None
+        if cache is not None:
+            _reorder(cache, keep, keep)
+        memory = memory.index_select(0, keep) if not use_cache else None
+    width = int(out_len.max()) if B else 0
+    out = out[:, :width]
+    nbest = [[Hypothesis(out[i, : int(out_len[i])].clone(), float(out_scores[i]))] for i in range(B)]
+    return GenerationOutput(out, out_scores, out_len, nbest)
+
+
+@torch.no_grad()
+def beam_search(
+    model: DecoderModel,
+    src_ids: Tensor,
+    src_padding_mask: Tensor | None = None,
+    *,
+    num_beams: int = 4,
+    num_return_sequences: int | None = None,
+    length_penalty: float = 1.0,
+    early_stopping: bool | Literal["never"] = True,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_length: int | None = None,
+    min_length: int = 0,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    bad_token_ids: Sequence[int] | None = None,
+    force_eos: bool = True,
+    use_cache: bool = True,
+) -> GenerationOutput:
+    """Beam search with ``num_beams`` beams per sentence, batched over sentences; HF
+    ``generate(num_beams=k, do_sample=False)``'s algorithm and conventions (module docstring).
+
+    See :func:`generate` for the arguments. ``nbest`` holds the ``num_return_sequences``
+    (default ``num_beams``) best finished hypotheses of each sentence, best first. A model with
+    ``decode_beams`` and ``new_beam_cache`` (:class:`Seq2SeqTransformer`) decodes each
+    sentence's beams together (:class:`BeamKVCache`); any other through ``decode`` and its cache's
+    ``reorder``."""
+    if early_stopping not in (True, False, "never"):
+        raise ValueError(f"early_stopping={early_stopping!r}: use True, False or 'never'")
+    k = int(num_beams)
+    if k < 1:
+        raise ValueError(f"num_beams={num_beams} must be at least 1")
+    n = k if num_return_sequences is None else int(num_return_sequences)
+    if not 1 <= n <= k:
+        raise ValueError(f"num_return_sequences={num_return_sequences} must be between 1 and num_beams={k}")
+    s = _setup(model, src_ids, src_padding_mask, bos_token_id, eos_token_id, pad_token_id,
+               max_len_a, max_len_b, max_length, bad_token_ids)
+    B, device = src_ids.shape[0], src_ids.device
+    memory = model.encode(src_ids, s.mask)
+    L = int(s.max_new.max())
+    out = torch.full((B, n, L), s.pad, dtype=torch.long, device=device)
+    out_scores = torch.full((B, n), float("-inf"), device=device)
+    out_len = torch.zeros((B, n), dtype=torch.long, device=device)
+
+    folded = use_cache and hasattr(model, "decode_beams") and hasattr(model, "new_beam_cache")
+    if folded:
+        cache = model.new_beam_cache(k)  # type: ignore[attr-defined]
+    else:
+        cache = _search_cache(model) if use_cache else None
+    active = torch.arange(B, device=device)  # original index of each sentence in the batch
+    live = torch.ones(B, dtype=torch.bool, device=device)  # not finished yet
+    max_new, mask = s.max_new, s.mask  # per sentence
+    alive = torch.empty((B, k, 0), dtype=torch.long, device=device)  # tokens of the alive beams
+    alive_scores = torch.zeros((B, k), device=device)
+    alive_scores[:, 1:] = NEG  # all beams start equal: only the first one may expand
+    fin = torch.full((B, k, L), s.pad, dtype=torch.long, device=device)  # finished hypotheses
+    fin_scores = torch.full((B, k), NEG, device=device)
+    fin_flag = torch.zeros((B, k), dtype=torch.bool, device=device)
+    fin_len = torch.zeros((B, k), dtype=torch.long, device=device)
+    improvable = torch.ones(B, dtype=torch.bool, device=device)
+    top_k_mask = torch.arange(2 * k, device=device) < k
+    beam_offsets = torch.arange(k, device=device)
+    for t in range(L):
+        Ba = active.numel()
+        rows_per = 1 if t == 0 else k  # step 0: one row per sentence, its beams are all the same
+        if folded:
+            inp = alive[:, :, -1] if t else torch.full((Ba, 1), s.bos, dtype=torch.long, device=device)
+            logits = model.decode_beams(inp, memory if t == 0 else None, mask, cache)  # type: ignore[attr-defined]
+            logits = logits.reshape(Ba * rows_per, 1, -1)
+        elif use_cache:
+            inp = alive[:, :, -1].reshape(-1, 1) if t else torch.full((Ba, 1), s.bos, dtype=torch.long, device=device)
+            rows_mask = mask.repeat_interleave(rows_per, 0) if mask is not None and rows_per > 1 else mask
+            logits = model.decode(inp, memory if t == 0 else None, rows_mask, cache)
+        else:
+            prefix = torch.cat([torch.full((Ba, rows_per, 1), s.bos, dtype=torch.long, device=device),
+                                alive[:, :rows_per]], 2)
+            rows_memory = memory.repeat_interleave(rows_per, 0) if rows_per > 1 else memory
+            rows_mask = mask.repeat_interleave(rows_per, 0) if mask is not None and rows_per > 1 else mask
+            logits = model.decode(prefix.reshape(Ba * rows_per, t + 1), rows_memory, rows_mask, None)
+        lprobs = F.log_softmax(logits[:, -1].float(), dim=-1)
+        lprobs = _process(lprobs, t, s, min_length, _forced(t, max_new, force_eos, rows_per))
+        V = lprobs.shape[-1]
+        if t == 0:
+            cand = (lprobs.view(Ba, 1, V) + alive_scores[:, :, None]).view(Ba, k * V)
+        else:
+            cand = lprobs.view(Ba, k, V).add_(alive_scores[:, :, None]).view(Ba, k * V)
+        top_scores, top_idx = cand.topk(2 * k, dim=1)
+        top_beam = torch.div(top_idx, V, rounding_mode="floor")
+        top_tok = top_idx - top_beam * V
+        hits = top_tok.eq(s.eos) | (max_new <= t + 1)[:, None]
+
+        # alive beams of the next step: the k best that did not stop
+        run = top_scores + hits.float() * NEG
+        run_scores, nxt = run.topk(k, dim=1)
+        src_beam = top_beam.gather(1, nxt)
+
+        # finished hypotheses: merge the ones that just stopped among the top k
+        just = hits & top_k_mask
+        full = fin_flag.all(1, keepdim=True) & (early_stopping is True)
+        eligible = just & (improvable & live)[:, None] & ~full
+        if bool(eligible.any()):
+            norm = top_scores / _length_norm(t + 1, length_penalty)
+            norm = norm + full.float() * NEG
+            norm = norm + (~improvable[:, None]).float() * NEG
+            norm = norm + (~just).float() * NEG
+            hyp = torch.cat([alive.gather(1, top_beam[:, :, None].expand(-1, -1, t)), top_tok[:, :, None]], 2)
+            hyp = F.pad(hyp, (0, L - t - 1), value=s.pad)
+            merged_scores = torch.cat([fin_scores, norm], 1)
+            sel = merged_scores.topk(k, dim=1).indices
+            fin_scores = merged_scores.gather(1, sel)
+            fin = torch.cat([fin, hyp], 1).gather(1, sel[:, :, None].expand(-1, -1, L))
+            fin_flag = torch.cat([fin_flag, just], 1).gather(1, sel)
+            fin_len = torch.cat([fin_len, torch.full_like(top_tok, t + 1)], 1).gather(1, sel)
+
+        alive = torch.cat([alive.gather(1, src_beam[:, :, None].expand(-1, -1, t)), top_tok.gather(1, nxt)[:, :, None]], 2)
+        alive_scores = run_scores
+
+        # can the alive beams still beat the worst finished hypothesis?
+        if early_stopping == "never" and length_penalty > 0.0:
+            best = run_scores[:, 0] / _length_norm(max_new.to(run_scores.dtype), length_penalty)
+        else:
+            best = run_scores[:, 0] / _length_norm(t + 1, length_penalty)
+        worst = torch.where(fin_flag, fin_scores.min(1, keepdim=True).values, NEG)
+        improvable = improvable & (best[:, None] > worst).any(1)
+
+        # finished sentences: their n best hypotheses are final
+        done = live & ((max_new <= t + 1) | (fin_flag.all(1) & (~improvable | (early_stopping is True))))
+        dead = int((~live).sum())
+        if bool(done.any()):
+            d = done.nonzero().squeeze(1)
+            idx = active[d]
+            out[idx] = fin[d, :n]
+            out_scores[idx] = fin_scores[d, :n]
+            out_len[idx] = fin_len[d, :n]
+            live = live & ~done
+            dead = int((~live).sum())
+            if dead == Ba:
+                break
+        # the next step's rows; finished sentences leave now or ride along a while (_compact_now)
+        compact = _compact_now(dead, Ba, free=not folded)
+        keep = live.nonzero().squeeze(1) if compact else None
+        if keep is not None:
+            active, max_new, improvable, live = active[keep], max_new[keep], improvable[keep], live[keep]
+            alive, alive_scores, fin, fin_scores = alive[keep], alive_scores[keep], fin[keep], fin_scores[keep]
+            fin_flag, fin_len = fin_flag[keep], fin_len[keep]
+            mask = mask.index_select(0, keep) if mask is not None else None
+            memory = memory.index_select(0, keep) if not use_cache else None
+        elif use_cache:
+            memory = None  # in the cache now
+        if folded:
+            cache.advance(src_beam)
+            if keep is not None:
+                cache.select(keep)
+        elif cache is not None:  # beam j of kept sentence i continues row (i, src_beam[i, j])
+            kept = keep if keep is not None else torch.arange(Ba, device=device)
+            if t == 0:
+                rows = cross = kept.repeat_interleave(k)
+            else:
+                rows = (kept[:, None] * k + src_beam.index_select(0, kept)).reshape(-1)
+                cross = (kept[:, None] * k + beam_offsets).reshape(-1) if keep is not None else None
+            _reorder(cache, rows, cross)
+    width = int(out_len[:, 0].max()) if B else 0
+    sequences = out[:, 0, :width].clone()
+    nbest = [
+        [Hypothesis(out[i, j, : int(out_len[i, j])].clone(), float(out_scores[i, j])) for j in range(n)]
+        for i in range(B)
+    ]
+    return GenerationOutput(sequences, out_scores[:, 0].clone(), out_len[:, 0].clone(), nbest)
+
+
+def generate(
+    model: DecoderModel,
+    src_ids: Tensor,
+    src_padding_mask: Tensor | None = None,
+    *,
+    num_beams: int = 1,
+    num_return_sequences: int | None = None,
+    length_penalty: float = 1.0,
+    early_stopping: bool | Literal["never"] = True,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    max_length: int | None = None,
+    min_length: int = 0,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    bad_token_ids: Sequence[int] | None = None,
+    force_eos: bool = True,
+    use_cache: bool = True,
+) -> GenerationOutput:
+    """Translate a batch: greedy search when ``num_beams == 1``, beam search otherwise.
+
+    Args:
+        src_ids: ``(B, S)`` source token ids, right- or left-padded with ``pad_token_id``.
+        src_padding_mask: ``(B, S)``, True at pads; None derives it from ``pad_token_id``.
+        num_beams: beam size ``k``.
+        num_return_sequences: size of each sentence's n-best list (beam search; default ``k``).
+        length_penalty: scores are divided by ``length ** length_penalty`` (1.0: per-token average;
+            0.0: raw sums; larger values favour longer hypotheses).
+        early_stopping: True: a sentence is done when ``k`` hypotheses are finished; False (HF's
+            default): also until no alive beam can beat them at its current length; "never":
+            at the maximum length.
+        max_len_a, max_len_b: at most ``int(max_len_a * src_len + max_len_b)`` generated tokens (EOS
+            included), ``src_len`` being the sentence's non-pad source tokens (fairseq's rule);
+        max_length: an absolute bound on the same; the model's ``max_positions`` also bounds it.
+        min_length: tokens generated before EOS may be (fairseq's ``min_len``).
+        bos_token_id, eos_token_id, pad_token_id: default to the model's attributes. The decoder
+            starts from ``bos_token_id`` (Marian: the pad token).
+        bad_token_ids: tokens never generated; None forbids ``pad`` and ``bos`` (never EOS).
+        force_eos: at the last allowed step only EOS is possible (HF's ``forced_eos_token_id``).
+        use_cache: reuse the decoder's keys and values; False recomputes the whole prefix at
+            every step (for testing: the same result, much slower).
+
+    Returns:
+        :class:`GenerationOutput`: ``sequences`` ``(B, T)`` (the best hypothesis without the
+        start token, EOS included, padded with ``pad_token_id``), ``scores`` ``(B,)``,
+        ``lengths`` ``(B,)`` and the n-best lists.
+    """
+    common = dict(
+        max_len_a=max_len_a, max_len_b=max_len_b, max_length=max_length, min_length=min_length,
+        length_penalty=length_penalty, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id, bad_token_ids=bad_token_ids, force_eos=force_eos, use_cache=use_cache,
+    )
+    if num_beams == 1:
+        if num_return_sequences not in (None, 1):
+            raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= it (greedy search gives one)")
+        return greedy_search(model, src_ids, src_padding_mask, **common)
+    return beam_search(model, src_ids, src_padding_mask, num_beams=num_beams, num_return_sequences=num_return_sequences,
+                       early_stopping=early_stopping, **common)
