@@ -40,6 +40,10 @@ CONFIG_TEST_ARGS = {
     "bert_base": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
     "bert_large": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
     **{f"bert_base_{t}": (lambda tmp: ["--model.depth=2", "--data.batch_size=8"]) for t in ("topics", "pos_brown", "ner", "qa")},
+    # translation: batches by token count; the base model two layers deep, a small vocabulary
+    "translation_small_bible": lambda tmp: ["--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0"],
+    "translation_base": lambda tmp: ["--model.encoder_layers=1", "--model.decoder_layers=1", "--data.vocab_size=2000",
+                                     "--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0", "--trainer.precision=32"],
 }
 
 

@@ -176,7 +176,7 @@ def check_checkpoint_fits(path: Path, model: torch.nn.Module) -> None:
     for k, v in own.items():
         if k not in state:
             raise UserError(f"checkpoint {path} does not fit the configured {type(model).__name__}: it lacks {k}; it was written by {written_by}. Use the config that trained it (its run folder has config.yaml)")
-        if tuple(state[k].shape) != tuple(v.shape) and k.endswith("embeddings.tokens.weight"):
+        if tuple(state[k].shape) != tuple(v.shape) and k.endswith(("embeddings.tokens.weight", "embed.tokens.weight")):
             raise UserError(
                 f"checkpoint {path} has a vocabulary of {state[k].shape[0]} tokens but the tokenizer has {v.shape[0]}: use the "
                 "tokenizer it was trained with (its run folder's tokenizer.json, --data.tokenizer=...)"
@@ -214,7 +214,7 @@ class RunConfigSaver(SaveConfigCallback):
                 cfg = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
                 logger.experiment.config.update({"tfm_config": cfg, "git_commit": git_commit()}, allow_val_change=True)
                 run_dir = Path(trainer.default_root_dir)
-                for name in ("config.yaml", "tokenizer.json", "vocab.txt"):
+                for name in ("config.yaml", "tokenizer.json", "target_tokenizer.json", "vocab.txt"):
                     if (run_dir / name).is_file():
                         logger.experiment.save(str(run_dir / name), base_path=str(run_dir), policy="now")
 
@@ -245,6 +245,10 @@ class TFMCLI(LightningCLI):
         # text tasks: the vocabulary comes from the DataModule's tokenizer
         parser.link_arguments("data.tokenizer_vocab_size", "model.init_args.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.pad_token_id", "model.init_args.pad_token_id", apply_on="instantiate")
+        # translation: a separate target vocabulary and the decoder's start / end tokens
+        parser.link_arguments("data.target_vocab_size", "model.init_args.tgt_vocab_size", apply_on="instantiate")
+        for attr in ("bos_token_id", "eos_token_id"):
+            parser.link_arguments(f"data.{attr}", f"model.init_args.{attr}", apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse errors (an unknown key, a bad value) become one line instead of a usage dump."""
@@ -338,10 +342,11 @@ class TFMCLI(LightningCLI):
             args.tokenizer = str(run / "tokenizer.json")
 
     def _check_lengths(self) -> None:
-        max_len = getattr(self.datamodule, "max_seq_length", None)
         max_pos = getattr(self.model, "hparams", {}).get("max_positions")
-        if max_len and max_pos and max_len > max_pos:
-            raise UserError(f"--data.max_seq_length {max_len} exceeds the model's {max_pos} positions: raise --model.max_positions or shorten the data")
+        for attr in ("max_seq_length", "max_source_length", "max_target_length"):
+            max_len = getattr(self.datamodule, attr, None)
+            if max_len and max_pos and max_len > max_pos:
+                raise UserError(f"--data.{attr} {max_len} exceeds the model's {max_pos} positions: raise --model.max_positions or shorten the data")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand]

@@ -757,6 +757,20 @@ class TranslationDataModule(ResumableDataModule):
                 self._predict_pairs = Pairs(test.src, None, test.where, test.rows)
         return self._predict_pairs
 
+    def predict_lines(self, translations: Sequence[str]) -> list[str]:
+        """The output file's lines: ``translations`` (one per sentence of :attr:`predict_pairs`, in
+        order) each on its input's line, and an empty line for every blank input line, so that
+        line ``i`` of the output translates line ``i`` of ``predict_file``."""
+        rows = self.predict_pairs.rows
+        if len(translations) != len(rows):
+            raise ValueError(f"{len(translations)} translations for {len(rows)} sentences")
+        if self.predict_file is None or _table_kind(Path(self.predict_file)) in ("tsv", "jsonl", "json", "csv"):
+            return list(translations)
+        lines = [""] * max(rows, default=0)
+        for row, text in zip(rows, translations):
+            lines[row - 1] = text
+        return lines
+
     def encoded(self, split: str) -> EncodedPairs:
         """A split tokenised (``train``, ``validation``, ``test`` or ``predict``), on first use.
         Training pairs over the length limits are dropped (counted in :attr:`dropped_pairs`);

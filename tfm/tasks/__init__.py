@@ -6,5 +6,6 @@ from .image_classification import ImageClassification
 from .question_answering import QuestionAnswering
 from .sequence_classification import SequenceClassification
 from .token_classification import TokenClassification
+from .translation import Translation
 
-__all__ = ["TaskModule", "BertPretraining", "ImageClassification", "QuestionAnswering", "SequenceClassification", "TokenClassification"]
+__all__ = ["TaskModule", "BertPretraining", "ImageClassification", "QuestionAnswering", "SequenceClassification", "TokenClassification", "Translation"]

@@ -1,0 +1,329 @@
+"""Translation: an encoder-decoder Transformer trained with teacher forcing and label smoothing,
+evaluated with beam search, detokenised sacreBLEU / chrF and ROUGE-L."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import UserError
+from ..nn.convert import ConversionError, load_hf_marian, load_into
+from ..nn.generation import generate
+from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer
+from .base import Schedule, TaskModule
+
+Batch = dict[str, Any]
+
+
+def token_losses(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Label-smoothed cross-entropy and plain NLL of every target token ``(B, T)`` (zero at
+    padding), and the mask of real tokens.
+
+    With ``V`` classes the smoothed target puts ``1 - epsilon + epsilon / V`` on the true token and
+    ``epsilon / V`` on every other one (as ``torch.nn.functional.cross_entropy(label_smoothing=)``):
+    ``loss = (1 - epsilon) * nll + epsilon * mean_v(-log p_v)``.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    keep = target != ignore_index
+    nll = -lprobs.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
+    smooth = -lprobs.mean(-1)
+    loss = (1.0 - epsilon) * nll + epsilon * smooth
+    zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
+    return torch.where(keep, loss, zero), torch.where(keep, nll, zero), keep
+
+
+def label_smoothed_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Mean label-smoothed cross-entropy over the non-pad target tokens, and the mean NLL."""
+    loss, nll, keep = token_losses(logits, target, epsilon, ignore_index)
+    n = keep.sum().clamp(min=1)
+    return loss.sum() / n, nll.sum() / n
+
+
+def load_translation_weights(init_from: str, vocab_size: int, tgt_vocab_size: int | None, dropout: float) -> Seq2SeqTransformer:
+    """A whole model from a tfm translation checkpoint or a Hugging Face Marian folder; its
+    vocabulary must be the data's tokenizer's."""
+    p = Path(init_from)
+    if p.is_file():
+        try:
+            ckpt = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise UserError(f"--model.init_from {p} cannot be read ({type(e).__name__}): not a tfm checkpoint") from None
+        hp = dict(ckpt.get("hyper_parameters") or {})
+        state = {k[len("net."):]: v for k, v in (ckpt.get("state_dict") or {}).items() if k.startswith("net.")}
+        if not state or hp.get("arch") not in TRANSFORMER_PRESETS:
+            raise UserError(f"--model.init_from {p} is not a checkpoint of a tfm translation task")
+        model = Translation.build(hp | {"dropout": dropout})
+        try:
+            load_into(model, state, f"checkpoint {p}")
+        except ConversionError as e:
+            raise UserError(str(e)) from None
+    elif p.is_dir() or "/" in init_from:
+        try:
+            model = load_hf_marian(init_from, dropout=dropout)
+        except ConversionError as e:
+            raise UserError(f"--model.init_from {init_from}: {e}") from None
+    else:
+        raise UserError(f"--model.init_from {init_from} does not exist: pass a tfm .ckpt or a Hugging Face Marian folder")
+    theirs = (model.vocab_size, model.tgt_vocab_size)
+    ours = (vocab_size, tgt_vocab_size or vocab_size)
+    if theirs != ours:
+        raise UserError(
+            f"--model.init_from {init_from} has vocabularies of {theirs[0]}/{theirs[1]} (source/target) tokens but the data's tokenizer has "
+            f"{ours[0]}/{ours[1]}: use the tokenizer it was trained with (--data.tokenizer=<its run folder>)"
+        )
+    return model
+
+
+class Translation(TaskModule):
+    """Sequence-to-sequence translation (Vaswani et al. 2017; fairseq's ``transformer`` recipe).
+
+    Training: teacher forcing (the decoder reads ``[START] y`` and predicts ``y [END]``) with
+    label-smoothed cross-entropy, padding ignored. Validation: loss and perplexity every epoch;
+    every ``bleu_every_n_epochs`` epochs also beam search over the validation set, detokenised
+    sacreBLEU and chrF (sacrebleu's corpus functions, ``13a``), ROUGE-L, and a W&B table of
+    sample translations. ``test`` always decodes. ``predict`` writes one translation per input
+    line to ``<run>/translations.txt`` (or ``predict_output``).
+
+    Args:
+        arch: a preset (``transformer_tiny``, ``transformer_small``, ``transformer_base``,
+            ``transformer_big``); ``dim`` ... ``norm_first`` override its fields.
+        vocab_size, tgt_vocab_size, pad_token_id, bos_token_id, eos_token_id: linked from the
+            DataModule's tokenizer by the CLI (``tgt_vocab_size`` None: one joint vocabulary,
+            embeddings shared by encoder, decoder and output projection).
+        label_smoothing: epsilon of the smoothed cross-entropy.
+        beam_size, length_penalty, max_len_a, max_len_b, min_len: decoding (the output is at most
+            ``max_len_a * source_length + max_len_b`` tokens).
+        bleu_every_n_epochs: decode the validation set every N epochs (0: never during fit).
+        num_samples: rows of the source / reference / hypothesis table logged each validation.
+        init_from: a tfm translation checkpoint or a Hugging Face ``MarianMTModel`` folder.
+        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`; the defaults are
+            fairseq's: Adam(0.9, 0.98), inverse-square-root schedule after 4,000 warmup steps.
+    """
+
+    monitor = ("val/loss", "min")
+
+    def __init__(
+        self,
+        arch: str = "transformer_base",
+        vocab_size: int = 8000,
+        tgt_vocab_size: int | None = None,
+        pad_token_id: int = 0,
+        bos_token_id: int = 2,
+        eos_token_id: int = 3,
+        max_positions: int = 1024,
+        dim: int | None = None,
+        encoder_layers: int | None = None,
+        decoder_layers: int | None = None,
+        num_heads: int | None = None,
+        ffn_dim: int | None = None,
+        activation: str | None = None,
+        norm_first: bool | None = None,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+        label_smoothing: float = 0.1,
+        beam_size: int = 4,
+        length_penalty: float = 1.0,
+        max_len_a: float = 1.2,
+        max_len_b: int = 10,
+        min_len: int = 1,
+        bleu_every_n_epochs: int = 1,
+        num_samples: int = 8,
+        predict_output: str | None = None,
+        init_from: str | None = None,
+        lr: float = 5e-4,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-8,
+        schedule: Schedule = "inverse_sqrt",
+        warmup_steps: int | float = 4000,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, schedule=schedule, warmup_steps=warmup_steps, **kwargs)
+        if arch not in TRANSFORMER_PRESETS:
+            raise UserError(f"arch={arch!r} is not a translation preset: use one of {', '.join(TRANSFORMER_PRESETS)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise UserError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        if beam_size < 1:
+            raise UserError(f"beam_size={beam_size} must be at least 1")
+        self.save_hyperparameters()
+        if init_from:
+            self.net = load_translation_weights(init_from, vocab_size, tgt_vocab_size, dropout)
+        else:
+            self.net = self.build(dict(self.hparams))
+        self.label_smoothing = label_smoothing
+        self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
+        self.decoding = dict(num_beams=beam_size, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b, min_length=min_len)
+        self.bleu_every_n_epochs, self.num_samples, self.predict_output = bleu_every_n_epochs, num_samples, predict_output
+        self._decoded: list[tuple[int, str, str, str]] = []  # (index, source, reference, hypothesis)
+        self._sums: list[tuple[int, float, float, int]] = []  # (index, smoothed loss, nll, target tokens) per sentence
+        self.translations: list[str] = []
+        self.decoded: list[tuple[int, str, str, str]] = []
+        self.setup_ema()
+
+    @staticmethod
+    def build(hp: dict[str, Any]) -> Seq2SeqTransformer:
+        """The model of the hyper-parameters ``hp`` (a preset with the fields set in ``hp``)."""
+        fields = ("dim", "encoder_layers", "decoder_layers", "num_heads", "ffn_dim", "activation", "norm_first")
+        overrides = {k: hp[k] for k in fields if hp.get(k) is not None}
+        return create_transformer(
+            hp["arch"],
+            vocab_size=hp["vocab_size"],
+            tgt_vocab_size=hp.get("tgt_vocab_size"),
+            pad_token_id=hp["pad_token_id"],
+            max_positions=hp.get("max_positions", 1024),
+            dropout=hp.get("dropout", 0.1),
+            attn_dropout=hp.get("attn_dropout", 0.0),
+            activation_dropout=hp.get("activation_dropout", 0.0),
+            **overrides,
+        )
+
+    # --- training ---------------------------------------------------------------------------------
+    def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> Tensor:
+        src = batch["src_ids"]
+        return (net or self.net)(src, batch["tgt_in"], src == self.pad_token_id)
+
+    def losses(self, batch: Batch, net: torch.nn.Module | None = None) -> tuple[Tensor, Tensor, int]:
+        logits = self(batch, net)
+        loss, nll = label_smoothed_loss(logits, batch["tgt_out"], self.label_smoothing, self.pad_token_id)
+        return loss, nll, int((batch["tgt_out"] != self.pad_token_id).sum())
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, nll, ntok = self.losses(batch)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=ntok)
+        self.log("train/nll", nll, sync_dist=True, batch_size=ntok)
+        return loss
+
+    def count_batch(self, batch: Batch) -> tuple[int, int]:
+        """(sentences, target tokens) of a batch, for throughput."""
+        return len(batch["src_ids"]), int((batch["tgt_out"] != self.pad_token_id).sum())
+
+    # --- decoding ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def translate(self, src_ids: Tensor, net: torch.nn.Module | None = None, **overrides: Any) -> list[list[int]]:
+        """Beam search (or greedy with ``num_beams=1``): the best hypothesis of each source, as
+        token ids without [START] and [END]."""
+        model = net or self.eval_net
+        out = generate(
+            model,
+            src_ids,
+            src_ids == self.pad_token_id,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            **(self.decoding | overrides),
+        )
+        hyps = []
+        for seq in out.sequences.tolist():
+            seq = [t for t in seq if t not in (self.bos_token_id, self.pad_token_id)]
+            if self.eos_token_id in seq:
+                seq = seq[: seq.index(self.eos_token_id)]
+            hyps.append(seq)
+        return hyps
+
+    def _decode_batch(self, batch: Batch) -> list[str]:
+        detok = self.trainer.datamodule.decode  # the DataModule owns the tokenizer
+        return [detok(h) for h in self.translate(batch["src_ids"])]
+
+    def _decodes(self, stage: str) -> bool:
+        if stage != "val":
+            return True
+        n = self.bleu_every_n_epochs
+        return not self.trainer.sanity_checking and n > 0 and (self.current_epoch + 1) % n == 0
+
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        loss, nll, keep = token_losses(self(batch, self.eval_net), batch["tgt_out"], self.label_smoothing, self.pad_token_id)
+        self._sums += list(zip(batch["index"].tolist(), loss.sum(1).tolist(), nll.sum(1).tolist(), keep.sum(1).tolist()))
+        if self._decodes(stage):
+            hyps = self._decode_batch(batch)
+            self._decoded += list(zip(batch["index"].tolist(), batch["src_text"], batch["tgt_text"], hyps))
+
+    def _gathered(self, rows: list[tuple]) -> list[tuple]:
+        """Per-sentence rows of every rank, each sentence once (a rank's shard is padded with
+        repeats), in the split's order: every rank then computes the same corpus-level scores."""
+        if self.trainer.world_size > 1:
+            shards: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, rows)
+            rows = [r for shard in shards for r in shard]
+        unique = {r[0]: r for r in rows}
+        return [unique[i] for i in sorted(unique)]
+
+    def _log_losses(self, stage: str) -> None:
+        rows, self._sums = self._gathered(self._sums), []
+        ntok = sum(r[3] for r in rows)
+        if not ntok:
+            return
+        loss, nll = sum(r[1] for r in rows) / ntok, sum(r[2] for r in rows) / ntok
+        self.log_dict({f"{stage}/loss": loss, f"{stage}/nll": nll, f"{stage}/perplexity": math.exp(min(nll, 50.0))},
+                      prog_bar=stage == "val", rank_zero_only=False)
+
+    def _score(self, stage: str) -> None:
+        """Corpus-level scores of the whole split (every rank's sentences, each once)."""
+        import sacrebleu
+        from torchmetrics.functional.text import rouge_score
+
+        rows, self._decoded = self._gathered(self._decoded), []
+        self.decoded = rows  # (index, source, reference, hypothesis) of the last evaluation
+        if not rows:
+            return
+        hyps, refs = [r[3] for r in rows], [r[2] for r in rows]
+        bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a")
+        chrf = sacrebleu.corpus_chrf(hyps, [refs])
+        rouge = rouge_score(hyps, refs, rouge_keys="rougeL")["rougeL_fmeasure"]
+        self.log_dict({f"{stage}/bleu": bleu.score, f"{stage}/chrf": chrf.score, f"{stage}/rougeL": float(rouge)}, prog_bar=stage == "val",
+                      rank_zero_only=False)
+        self._log_samples(stage, rows)
+
+    def _log_samples(self, stage: str, rows: list[tuple[int, str, str, str]]) -> None:
+        from lightning.pytorch.loggers import WandbLogger
+
+        if not self.num_samples or self.trainer.global_rank != 0:
+            return
+        step = max(1, len(rows) // self.num_samples)
+        picks = rows[::step][: self.num_samples]
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(f"{stage}/translations", columns=["source", "reference", "hypothesis"],
+                                 data=[[s, r, h] for _, s, r, h in picks], step=self.global_step)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_losses("val")
+        if self._decodes("val"):
+            self._score("val")
+        self._decoded = []
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_losses("test")
+        self._score("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[str]:
+        hyps = self._decode_batch(batch)
+        self._decoded += [(i, s, "", h) for i, s, h in zip(batch["index"].tolist(), batch["src_text"], hyps)]
+        return hyps
+
+    def on_predict_epoch_end(self) -> None:
+        rows, self._decoded = self._gathered(self._decoded), []
+        self.translations = [r[3] for r in rows]
+        lines = self.trainer.datamodule.predict_lines(self.translations)  # blank input lines stay blank
+        if self.trainer.global_rank != 0:
+            return
+        path = Path(self.predict_output or Path(self.trainer.log_dir or ".") / "translations.txt")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
+        tmp.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
+        os.replace(tmp, path)
+        from lightning.pytorch.utilities import rank_zero_info
+
+        rank_zero_info(f"tfm: wrote {len(self.translations)} translations to {path}")
