@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tfm.cli import main
+from tfm.nn.seq2seq import label_smoothed_cross_entropy
 from tfm.tasks.translation import label_smoothed_loss
 
 TINY = ["--model.arch=transformer_tiny", "--model.dim=32", "--model.ffn_dim=64", "--model.num_heads=2", "--model.encoder_layers=1",
@@ -43,6 +44,14 @@ def test_label_smoothing_equals_its_closed_form():
     # the same as PyTorch's smoothed cross-entropy with the pad ignored
     ref = F.cross_entropy(logits[0], target[0], ignore_index=pad, label_smoothing=eps)
     assert loss.item() == pytest.approx(ref.item(), abs=1e-6)
+    # and the fused loss training uses (with its gradient)
+    x = logits[0].clone().requires_grad_()
+    fused = label_smoothed_cross_entropy(x, target[0], eps, ignore_index=pad)
+    assert fused.item() == pytest.approx(expected, abs=1e-6)
+    fused.backward()
+    y = logits[0].clone().requires_grad_()
+    F.cross_entropy(y, target[0], ignore_index=pad, label_smoothing=eps).backward()
+    assert torch.allclose(x.grad, y.grad, atol=1e-6)
 
 
 def test_validation_decodes_and_bleu_is_sacrebleu_on_the_detokenised_strings(tmp_path):

@@ -15,7 +15,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..nn.convert import ConversionError, load_hf_marian, load_into
 from ..nn.generation import generate
-from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer
+from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer, label_smoothed_cross_entropy
 from .base import Schedule, TaskModule
 
 Batch = dict[str, Any]
@@ -189,15 +189,13 @@ class Translation(TaskModule):
         src = batch["src_ids"]
         return (net or self.net)(src, batch["tgt_in"], src == self.pad_token_id)
 
-    def losses(self, batch: Batch, net: torch.nn.Module | None = None) -> tuple[Tensor, Tensor, int]:
-        logits = self(batch, net)
-        loss, nll = label_smoothed_loss(logits, batch["tgt_out"], self.label_smoothing, self.pad_token_id)
-        return loss, nll, int((batch["tgt_out"] != self.pad_token_id).sum())
-
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        loss, nll, ntok = self.losses(batch)
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=ntok)
-        self.log("train/nll", nll, sync_dist=True, batch_size=ntok)
+        # the output projection and the loss run only at the real (non-pad) target tokens
+        target = batch["tgt_out"].flatten()
+        positions = (target != self.pad_token_id).nonzero().squeeze(1)
+        logits = self.net(batch["src_ids"], batch["tgt_in"], batch["src_ids"] == self.pad_token_id, positions=positions)
+        loss = label_smoothed_cross_entropy(logits, target.index_select(0, positions), self.label_smoothing)
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(positions))
         return loss
 
     def count_batch(self, batch: Batch) -> tuple[int, int]:
