@@ -304,32 +304,19 @@ class ResumableDataModule(pl.LightningDataModule):
             return 1, 0
         return trainer.world_size, trainer.global_rank
 
-    def _loader(self, dataset: SeededTransform, sampler: ResumableSampler, batch_size: int, collate_fn: Callable | None, drop_last: bool) -> DataLoader:
+    def _loader(self, dataset: SeededTransform, collate_fn: Callable | None, **sampling: Any) -> DataLoader:
+        """A DataLoader over ``dataset``; ``sampling``: ``sampler``, ``batch_size`` and ``drop_last``,
+        or a ``batch_sampler``."""
         if dataset.collate and dataset.transform is not None:
             collate_fn = _as_is
         return DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
             collate_fn=collate_fn,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
             generator=torch.Generator().manual_seed(self.seed),
-        )
-
-    def _batch_loader(self, dataset: SeededTransform, batch_sampler: TokenBatchSampler, collate_fn: Callable | None) -> DataLoader:
-        if dataset.collate and dataset.transform is not None:
-            collate_fn = _as_is
-        return DataLoader(
-            dataset,
-            batch_sampler=batch_sampler,
-            collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-            generator=torch.Generator().manual_seed(self.seed),
+            **sampling,
         )
 
     def train_loader(
@@ -352,7 +339,7 @@ class ResumableDataModule(pl.LightningDataModule):
                 batch_sampler.skip_batches = self._resume["batches"]
                 self._resume = None
             self._train_sampler = batch_sampler
-            return self._batch_loader(SeededTransform(dataset, transform, self.seed, batched, collate), batch_sampler, collate_fn)
+            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, batch_sampler=batch_sampler)
         replicas, rank = self._replicas()
         n = len(dataset)  # type: ignore[arg-type]
         drop_last = n > self.batch_size * replicas
@@ -362,7 +349,8 @@ class ResumableDataModule(pl.LightningDataModule):
             sampler.skip_samples = self._resume["batches"] * self.batch_size
             self._resume = None
         self._train_sampler = sampler
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.batch_size, collate_fn, drop_last)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler, batch_size=self.batch_size,
+                            drop_last=drop_last)
 
     def eval_loader(
         self,
@@ -377,10 +365,11 @@ class ResumableDataModule(pl.LightningDataModule):
         the same every epoch (comparable validation losses). ``batch_sampler``: batches from it
         (``shuffle=False, per_epoch=False``) rather than of ``eval_batch_size``."""
         if batch_sampler is not None:
-            return self._batch_loader(SeededTransform(dataset, transform, self.seed, batched, collate), batch_sampler, collate_fn)
+            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, batch_sampler=batch_sampler)
         replicas, rank = self._replicas()
         sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank, per_epoch=False)  # type: ignore[arg-type]
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), sampler, self.eval_batch_size, collate_fn, False)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler,
+                            batch_size=self.eval_batch_size, drop_last=False)
 
     # --- checkpointed position ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

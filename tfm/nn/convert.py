@@ -10,7 +10,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -360,18 +360,27 @@ _HF_WEIGHT_FILES = (
 def _hf_bert_source(
     source: StateDict | str | Path, config: Mapping[str, Any] | str | Path | None
 ) -> tuple[dict[str, Tensor], dict[str, Any], str]:
-    """``(state dict, config dict, description for messages)`` of a checkpoint source."""
+    """``(state dict, config dict, description for messages)`` of a BERT checkpoint source."""
+    return _hf_checkpoint(source, config, "BERT", _read_config)
+
+
+def _hf_checkpoint(
+    source: StateDict | str | Path, config: Any, kind: str, read_config: Callable[[Any], dict[str, Any]]
+) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+    """A state dict (with ``config=``), a folder with ``config.json`` and weights, a weights file
+    (its folder's ``config.json`` or ``config=``) or a Hub repo id: ``(state dict, config dict,
+    description for messages)``; ``kind`` names the model family in messages."""
     if not isinstance(source, (str, Path)):
         if config is None:
             raise ConversionError("a state dict does not give the number of heads: pass config= (dict or config.json)")
-        return dict(source), _read_config(config), "HF BERT state dict"
+        return dict(source), read_config(config), f"HF {kind} state dict"
     path = Path(source).expanduser()
     if not path.exists():
         if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
             path = _hub_download(source)
         else:
-            raise ConversionError(f"BERT checkpoint {source} does not exist (want a folder with config.json + weights)")
-    what = f"HF BERT {source}"
+            raise ConversionError(f"{kind} checkpoint {source} does not exist (want a folder with config.json + weights)")
+    what = f"HF {kind} {source}"
     if path.is_dir():
         weights = next((path / f for f in _HF_WEIGHT_FILES if (path / f).is_file()), None)
         if weights is None:
@@ -382,7 +391,7 @@ def _hf_bert_source(
         if not (path / "config.json").is_file():
             raise ConversionError(f"no config.json in {path}: pass config= (an HF config dict or config.json)")
         config = path / "config.json"
-    return _read_weights(weights), _read_config(config), what
+    return _read_weights(weights), read_config(config), what
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
@@ -624,28 +633,7 @@ def _hf_marian_source(
                 raise ConversionError(f"{type(source).__name__} has no .config: pass config=")
             config = source.config.to_dict()
         return dict(source.state_dict()), _read_marian_config(config), f"HF {type(source).__name__}"
-    if not isinstance(source, (str, Path)):
-        if config is None:
-            raise ConversionError("a state dict does not give the number of heads: pass config= (dict or config.json)")
-        return dict(source), _read_marian_config(config), "HF Marian state dict"
-    path = Path(source).expanduser()
-    if not path.exists():
-        if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
-            path = _hub_download(source)
-        else:
-            raise ConversionError(f"Marian checkpoint {source} does not exist (want a folder with config.json + weights)")
-    what = f"HF Marian {source}"
-    if path.is_dir():
-        weights = next((path / f for f in _HF_WEIGHT_FILES if (path / f).is_file()), None)
-        if weights is None:
-            raise ConversionError(f"{path} holds no {' or '.join(_HF_WEIGHT_FILES[::2])}")
-    else:
-        weights, path = path, path.parent
-    if config is None:
-        if not (path / "config.json").is_file():
-            raise ConversionError(f"no config.json in {path}: pass config= (an HF config dict or config.json)")
-        config = path / "config.json"
-    return _read_weights(weights), _read_marian_config(config), what
+    return _hf_checkpoint(source, config, "Marian", _read_marian_config)
 
 
 def _read_marian_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
