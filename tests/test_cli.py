@@ -44,6 +44,10 @@ CONFIG_TEST_ARGS = {
     "translation_small_bible": lambda tmp: ["--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0"],
     "translation_base": lambda tmp: ["--model.encoder_layers=1", "--model.decoder_layers=1", "--data.vocab_size=2000",
                                      "--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0", "--trainer.precision=32"],
+    # generated scenes: a few evaluation scenes; the GPU-size ViT-B two blocks deep
+    **{f"vit_tiny_{t}_scenes": (lambda tmp: ["--data.batch_size=8", "--data.num_val_scenes=8", "--data.num_test_scenes=8"]) for t in ("seg", "det")},
+    **{f"vit_base_{t}_scenes": (lambda tmp: ["--model.depth=2", "--data.batch_size=2", "--data.num_workers=0", "--data.num_val_scenes=2",
+                                             "--data.num_test_scenes=2", "--trainer.precision=32"]) for t in ("seg", "det")},
 }
 
 

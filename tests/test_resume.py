@@ -22,6 +22,11 @@ TASKS = {
     "translation_small_bible": ("configs/translation_small_bible.yaml", ["--model.arch=transformer_tiny", "--model.dim=32", "--model.ffn_dim=64",
                                 "--model.num_heads=2", "--data.vocab_size=400", "--data.max_tokens=512", "--trainer.limit_train_batches=20",
                                 "--trainer.limit_val_batches=1", "--model.bleu_every_n_epochs=1", "--model.max_len_b=4", "--model.max_len_a=0"]),
+    # generated scenes, random resized crop + flip moving masks and boxes, dropout, stochastic depth, EMA
+    **{f"vit_tiny_{t}_scenes": (f"configs/vit_tiny_{t}_scenes.yaml", [*TINY_VIT, *extra, "--model.dropout=0.1", "--model.drop_path_rate=0.2",
+                                "--model.ema_decay=0.9", "--data.batch_size=8", "--data.crop_scale=[0.5,1.0]", "--data.num_val_scenes=8",
+                                "--trainer.limit_train_batches=5", "--trainer.val_check_interval=1.0", "--trainer.limit_val_batches=1"])
+       for t, extra in (("seg", ["--model.decoder_channels=[16,16,16]"]), ("det", ["--model.fpn_channels=16", "--model.head_channels=16"]))},
 }
 
 

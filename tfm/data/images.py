@@ -345,21 +345,7 @@ class ImageDataModule(ResumableDataModule):
         return HFImageDataset(ds["train"].select(pick), self.image_key, self.label_key, mode)
 
     def setup(self, stage: str) -> None:
-        if stage == "fit":
-            self.train_set = self._make("train")
-            self.val_set = self._make("val")
-        elif stage == "validate":
-            self.val_set = self._make("val")
-        elif stage == "test":
-            self.test_set = self._make("test")
-        elif stage == "predict":
-            if self.predict_path is None:
-                self.predict_set = self._make("test")
-                return
-            files = [self.predict_path] if self.predict_path.is_file() else _image_files(self.predict_path)
-            if not files:
-                raise UserError(f"--data.predict_path {self.predict_path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            self.predict_set = FileImageDataset(files, [-1] * len(files), "L" if self.in_chans == 1 else "RGB")
+        setup_image_splits(self, stage, lambda files, mode: FileImageDataset(files, [-1] * len(files), mode))
 
     @property
     def predict_ids(self) -> list[str]:
@@ -393,6 +379,26 @@ class ImageDataModule(ResumableDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader(self.predict_set, self.eval_transform())
+
+
+def setup_image_splits(dm: Any, stage: str, files_dataset: Callable[[list[Path], str], Dataset]) -> None:
+    """The datasets of an image DataModule's ``stage`` from its ``_make(split)``; ``predict`` reads
+    ``dm.predict_path`` (an image or a folder of them, via ``files_dataset(files, mode)``) or else
+    the test split."""
+    if stage == "fit":
+        dm.train_set, dm.val_set = dm._make("train"), dm._make("val")
+    elif stage == "validate":
+        dm.val_set = dm._make("val")
+    elif stage == "test":
+        dm.test_set = dm._make("test")
+    elif stage == "predict":
+        if dm.predict_path is None:
+            dm.predict_set = dm._make("test")
+            return
+        files = [dm.predict_path] if dm.predict_path.is_file() else _image_files(dm.predict_path)
+        if not files:
+            raise UserError(f"--data.predict_path {dm.predict_path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        dm.predict_set = files_dataset(files, "L" if dm.in_chans == 1 else "RGB")
 
 
 def _looks_like_path(name: str) -> bool:

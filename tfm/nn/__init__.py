@@ -28,6 +28,21 @@ from .bert import (
     pretraining_loss,
 )
 from .config import TransformerConfig
+from .dense import (
+    CenterHead,
+    LinearDecoder,
+    ProgressiveDecoder,
+    SimpleFeaturePyramid,
+    ViTDetector,
+    ViTSegmenter,
+    box_iou,
+    center_loss,
+    center_targets,
+    decode_centers,
+    generalized_box_iou,
+    masks_to_boxes,
+    vit_feature_map,
+)
 from .embeddings import (
     LearnedPositionEmbedding,
     PatchEmbedding,
@@ -64,5 +79,7 @@ __all__ = [
     "MLMHead", "NSPHead", "SequenceClassificationHead", "SpanHead", "TokenClassificationHead",
     "TRANSFORMER_PRESETS", "Seq2SeqTransformer", "create_transformer", "label_smoothed_cross_entropy", "transformer_base", "transformer_big",
     "transformer_small", "transformer_tiny",
+    "CenterHead", "LinearDecoder", "ProgressiveDecoder", "SimpleFeaturePyramid", "ViTDetector", "ViTSegmenter", "box_iou",
+    "center_loss", "center_targets", "decode_centers", "generalized_box_iou", "masks_to_boxes", "vit_feature_map",
     "BeamKVCache", "GenerationOutput", "Hypothesis", "beam_search", "generate", "greedy_search",
 ]
