@@ -116,3 +116,15 @@ def test_mask_above_the_classes_through_the_cli_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith("tfm: error: mask ") and "has class id 4 but there are 3 classes" in err[-1]
+
+
+def test_soft_dice_loss_on_hand_values():
+    from tfm.nn.dense import soft_dice_loss
+
+    target = torch.tensor([[[0, 0, 1, 1, 255]]])
+    uniform = torch.zeros(1, 3, 1, 5)  # p = 1/3 for each of 3 classes
+    # class 0: inter 2/3, sum p 4/3 (the ignored pixel counts nowhere) + 2 -> (4/3 + 1) / (10/3 + 1) = 7/13; class 1 the
+    # same; class 2 is absent from the target and not averaged in
+    assert soft_dice_loss(uniform, target).item() == pytest.approx(1 - 7 / 13)
+    perfect = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2).float() * 50
+    assert soft_dice_loss(perfect, target).item() == pytest.approx(0, abs=1e-6)

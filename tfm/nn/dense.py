@@ -226,6 +226,21 @@ class ProgressiveDecoder(nn.Module):
         return logits
 
 
+def soft_dice_loss(logits: Tensor, target: Tensor, ignore_index: int = 255, eps: float = 1.0) -> Tensor:
+    """``1 -`` the mean soft Dice coefficient (Milletari et al. 2016) over the classes present in
+    ``target``, summed over the batch: every class counts the same however few its pixels, as in
+    mean IoU. ``logits`` ``(B, K, H, W)``, ``target`` ``(B, H, W)``; ``ignore_index`` pixels count nowhere."""
+    k = logits.shape[1]
+    valid = target != ignore_index
+    probs = logits.softmax(1) * valid[:, None]
+    onehot = F.one_hot(target.masked_fill(~valid, 0), k).permute(0, 3, 1, 2).to(probs.dtype) * valid[:, None]
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = (2 * inter + eps) / (total + eps)
+    return 1 - dice[present].mean() if present.any() else logits.sum() * 0
+
+
 # --- ViTDet simple feature pyramid ------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from ..errors import UserError
 from ..nn.convert import ConversionError, load_state_dict_file, load_timm_vit, load_vit_backbone
-from ..nn.dense import ViTSegmenter
+from ..nn.dense import ViTSegmenter, soft_dice_loss
 from ..nn.models import VIT_PRESETS, VisionTransformer
 from .base import TaskModule
 
@@ -182,6 +182,7 @@ class SemanticSegmentation(DenseTask):
             (the stages then refine boundaries; classes are learned sooner).
         ignore_index: mask value that is neither trained on nor scored (VOC: 255).
         label_smoothing: of the cross-entropy.
+        dice_weight: adds this times the soft Dice loss (each class weighted equally, as in mIoU).
         init_from: a tfm checkpoint (e.g. an ImageClassification run) or timm ViT weights to start
             the backbone from; position embeddings are resized to ``image_size``.
         log_images: validation images drawn with predicted vs true masks after each validation
@@ -216,6 +217,7 @@ class SemanticSegmentation(DenseTask):
         patch_logits: bool = True,
         ignore_index: int = 255,
         label_smoothing: float = 0.0,
+        dice_weight: float = 0.0,
         init_from: str | None = None,
         log_images: int = 4,
         save_overlays: bool = True,
@@ -229,6 +231,7 @@ class SemanticSegmentation(DenseTask):
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.label_smoothing, self.log_images, self.save_overlays = label_smoothing, log_images, save_overlays
+        self.dice_weight = dice_weight
         self.net = ViTSegmenter(
             num_classes, arch, decoder, decoder_channels or [128, 64, 32], image_skip, patch_logits,
             **self._backbone_args(image_size, patch_size, in_chans, dim, depth, num_heads, mlp_ratio, drop_path_rate, dropout, stem),
@@ -263,6 +266,8 @@ class SemanticSegmentation(DenseTask):
         self._check_masks(masks)
         logits = self.net(batch["images"])
         loss = F.cross_entropy(logits, masks, ignore_index=self.ignore_index, label_smoothing=self.label_smoothing)
+        if self.dice_weight:
+            loss = loss + self.dice_weight * soft_dice_loss(logits, masks, self.ignore_index)
         self.train_metrics.update(logits.detach().argmax(1), masks)
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, sync_dist=True)
