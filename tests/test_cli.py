@@ -31,6 +31,21 @@ def snapshot(root: Path) -> dict[str, str]:
             if p.is_file() and p.name != "debug-core.log"}
 
 
+def settled_snapshot(root: Path, timeout: float = 60.0) -> dict[str, str]:
+    """:func:`snapshot` once the files stop changing: on a loaded machine W&B's service still
+    appends to a finished run's ``.wandb`` file and ``debug-internal.log`` for a while."""
+    import time
+
+    deadline, last = time.time() + timeout, snapshot(root)
+    while time.time() < deadline:
+        time.sleep(1.0)
+        now = snapshot(root)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 # extra arguments a config needs to run one step here (data it names that a CPU test lacks)
 CONFIG_TEST_ARGS = {
     "vit_base": lambda tmp: [f"--data.dataset={make_image_folder(tmp / 'imagenet_like' / 'train', per_class=2, size=224)}",
@@ -151,7 +166,7 @@ def bad(capsys, run_root, *args, sub="fit"):
 def test_bad_input_is_one_clear_line_and_overwrites_nothing(capsys, run_root, tmp_path):
     fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
     ckpt = only_run(run_root) / "checkpoints" / "last.ckpt"
-    before = snapshot(run_root)
+    before = settled_snapshot(run_root)
     capsys.readouterr()
 
     assert bad(capsys, run_root, "--model.lrr=0.1") == "tfm: error: unknown option model.lrr (valid keys and types: --help, --print_config)"
