@@ -241,23 +241,11 @@ class ImageDataModule(ResumableDataModule):
             files, labels, classes = scan_image_folder(path)
             self._splits["all"] = (files, labels)
         self.class_names = classes
-        from PIL import Image
-
-        with Image.open(files[0]) as im:
-            self.in_chans = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+        self.in_chans = image_channels(files[0])
         self._native_size = 224
 
     def _inspect_hf(self, name: str, local: bool) -> None:
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name)
-        except Exception as e:  # network, unknown name, ...
-            raise UserError(f"could not load the Hugging Face dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-        if isinstance(ds, datasets.Dataset):
-            ds = datasets.DatasetDict({"train": ds})
-        if "train" not in ds:
-            raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
+        ds = load_hf_splits(name, local)
         feats = ds["train"].features
         for key in (self.image_key, self.label_key):
             if key not in feats:
@@ -379,6 +367,30 @@ class ImageDataModule(ResumableDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader(self.predict_set, self.eval_transform())
+
+
+def image_channels(path: Path) -> int:
+    """1 for a grey image file (modes L, 1, I, I;16), else 3."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return 1 if im.mode in ("L", "1", "I;16", "I") else 3
+
+
+def load_hf_splits(name: str, local: bool) -> Any:
+    """A Hugging Face ``DatasetDict`` with a ``train`` split: ``load_from_disk`` (``local``) or
+    ``load_dataset`` by name; one clear line when it cannot be loaded or has no train split."""
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name)
+    except Exception as e:  # network, unknown name, ...
+        raise UserError(f"could not load the Hugging Face dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if isinstance(ds, datasets.Dataset):
+        ds = datasets.DatasetDict({"train": ds})
+    if "train" not in ds:
+        raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
+    return ds
 
 
 def setup_image_splits(dm: Any, stage: str, files_dataset: Callable[[list[Path], str], Dataset]) -> None:

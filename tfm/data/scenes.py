@@ -48,7 +48,9 @@ from .images import (
     IMAGENET_STD,
     _image_files,
     _looks_like_path,
+    image_channels,
     load_fashion_mnist,
+    load_hf_splits,
     setup_image_splits,
     split_indices,
 )
@@ -567,16 +569,7 @@ class _DenseDataModule(ResumableDataModule):
         raise NotImplementedError
 
     def _inspect_hf(self, name: str, local: bool) -> None:
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name)
-        except Exception as e:  # network, unknown name, ...
-            raise UserError(f"could not load the Hugging Face dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-        if isinstance(ds, datasets.Dataset):
-            ds = datasets.DatasetDict({"train": ds})
-        if "train" not in ds:
-            raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
+        ds = load_hf_splits(name, local)
         feats = ds["train"].features
         key = self.mask_key if self.task == "segmentation" else self.objects_key
         for k, what in ((self.image_key, "image_key"), (key, "mask_key" if self.task == "segmentation" else "objects_key")):
@@ -737,10 +730,7 @@ class SegmentationDataModule(_DenseDataModule):
         if len(self.seg_names) < 2:
             raise UserError(f"the masks in {path} hold only class 0: segmentation needs at least two classes")
         first = next(iter(self._splits.values()))[0][0]
-        from PIL import Image
-
-        with Image.open(first) as im:
-            self.in_chans = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+        self.in_chans = image_channels(first)
         self._native_size = 224
 
     def _make_files(self, split: str) -> Dataset:
@@ -818,10 +808,7 @@ class DetectionDataModule(_DenseDataModule):
             raise UserError(f"--data.class_names has {len(self.object_names)} names but the COCO file has {len(ids)} categories")
         self.category_ids = ids
         first = next(iter(self._splits.values()))[0]["file"]
-        from PIL import Image
-
-        with Image.open(first) as im:
-            self.in_chans = 1 if im.mode in ("L", "1", "I;16", "I") else 3
+        self.in_chans = image_channels(first)
         self._native_size = 224
 
     def _make_files(self, split: str) -> Dataset:

@@ -20,6 +20,7 @@ from .segmentation import (
     _check_arch,
     display_images,
     log_pictures,
+    log_wandb_images,
     prediction_name,
     save_png,
     zoom_factor,
@@ -219,10 +220,7 @@ class ObjectDetection(DenseTask):
             boxes.append({"predictions": {"box_data": box_data(p["boxes"][keep], p["labels"][keep], p["scores"][keep]), "class_labels": labels},
                           "ground_truth": {"box_data": box_data(t["boxes"], t["labels"], None), "class_labels": labels}})
         log_pictures(self, "val/detection", torch.stack(pictures))
-        trainer = self.trainer
-        if trainer.is_global_zero and not trainer.sanity_checking and trainer.logger is not None and hasattr(trainer.logger, "log_image"):
-            trainer.logger.log_image(key="val/detection_boxes", images=[s.permute(1, 2, 0).numpy() for s in shown],
-                                     step=trainer.global_step, boxes=boxes)
+        log_wandb_images(self, "val/detection_boxes", shown, boxes=boxes)
 
     # --- predict ---------------------------------------------------------------------------------------
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:

@@ -112,24 +112,29 @@ def prediction_name(ids: Sequence[str] | None, index: int) -> str:
     return str(index)
 
 
-def log_pictures(task: TaskModule, key: str, pictures: Tensor, wandb_kwargs: dict[str, list] | None = None) -> Path | None:
-    """Save ``pictures`` ``(N, 3, H, W)`` uint8 as one PNG under ``<run>/media/`` and log them to
-    W&B (with ``wandb_kwargs`` such as ``masks=`` / ``boxes=``, one entry per picture)."""
+def log_wandb_images(task: TaskModule, key: str, images: Tensor, **kwargs: Any) -> None:
+    """Log ``images`` ``(N, 3, H, W)`` uint8 to W&B (rank 0, not while sanity checking), with
+    ``kwargs`` such as ``masks=`` / ``boxes=`` (one entry per image)."""
+    trainer = task.trainer
+    logger = trainer.logger
+    if not trainer.is_global_zero or trainer.sanity_checking or logger is None or not hasattr(logger, "log_image"):
+        return
+    arrays = [p.permute(1, 2, 0).numpy() for p in images]
+    logger.log_image(key=key, images=arrays, step=trainer.global_step, caption=[f"image {i}" for i in range(len(arrays))], **kwargs)
+
+
+def log_pictures(task: TaskModule, key: str, pictures: Tensor) -> Path | None:
+    """Save ``pictures`` ``(N, 3, H, W)`` uint8 as one PNG under ``<run>/media/`` and log them to W&B."""
     trainer = task.trainer
     if not trainer.is_global_zero or trainer.sanity_checking or not len(pictures):
         return None
-    step = trainer.global_step
     path = None
     if trainer.default_root_dir:  # the run folder (trainer.log_dir would broadcast: rank 0 only is here)
         from torchvision.utils import make_grid
 
-        path = Path(trainer.default_root_dir) / "media" / f"{key.replace('/', '_')}_step{step:07d}.png"
+        path = Path(trainer.default_root_dir) / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}.png"
         save_png(make_grid(pictures, nrow=1, padding=2, pad_value=255), path)
-    logger = trainer.logger
-    if logger is not None and hasattr(logger, "log_image"):
-        arrays = [p.permute(1, 2, 0).numpy() for p in pictures]
-        kwargs = wandb_kwargs or {}
-        logger.log_image(key=key, images=arrays, step=step, caption=[f"image {i}" for i in range(len(arrays))], **kwargs)
+    log_wandb_images(task, key, pictures)
     return path
 
 
@@ -307,11 +312,8 @@ class SemanticSegmentation(DenseTask):
         masks = [{"predictions": {"mask_data": p.numpy().astype(np.uint8), "class_labels": labels},
                   "ground_truth": {"mask_data": t.numpy().astype(np.uint8), "class_labels": labels}} for p, t in zip(pred, true)]
         # W&B draws the masks over the plain image; the PNG shows image | predicted | true
-        log_pictures(self, "val/segmentation", pictures, None)
-        trainer = self.trainer
-        if trainer.is_global_zero and not trainer.sanity_checking and trainer.logger is not None and hasattr(trainer.logger, "log_image"):
-            trainer.logger.log_image(key="val/segmentation_masks", images=[s.permute(1, 2, 0).numpy() for s in shown],
-                                     step=trainer.global_step, masks=masks)
+        log_pictures(self, "val/segmentation", pictures)
+        log_wandb_images(self, "val/segmentation_masks", shown, masks=masks)
 
     # --- predict -------------------------------------------------------------------------------------
     def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
