@@ -459,6 +459,8 @@ class Collate:
         self.transform, self.masks, self.boxes = transform, masks, boxes
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        if not self.boxes:  # segmentation: no boxes or instance masks to carry through the transform
+            samples = [{k: v for k, v in s.items() if k not in ("boxes", "instances", "labels")} for s in samples]
         with single_thread():
             samples = [self.transform(s) for s in samples]
         batch: dict[str, Any] = {
