@@ -23,6 +23,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 
@@ -74,12 +75,13 @@ class ResumableSampler(Sampler[int]):
         return idx[self.rank : total : self.num_replicas]
 
     def __iter__(self) -> Iterator[int]:
+        # a generator, as TokenBatchSampler's: the epoch's order is drawn at the first ``next``
         idx = self.order(self.epoch)
         if self.resume_epoch == self.epoch and self.skip_samples:
             idx = idx[self.skip_samples :]
         self.resume_epoch, self.skip_samples = None, 0
         base = self.epoch * self.n
-        return iter([base + i for i in idx])
+        yield from (base + i for i in idx)
 
     def __len__(self) -> int:
         return self.per_replica
@@ -214,12 +216,17 @@ class TokenBatchSampler(Sampler[list[int]]):
         return batches[self.rank : total : self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
+        # a generator: the epoch's batches are drawn at the first ``next``, not at ``iter``. A
+        # DataLoader calls ``iter`` on its batch sampler when it makes its iterator, and Lightning,
+        # resuming from a checkpoint of an epoch's last step, makes that iterator before it calls
+        # ``set_epoch`` for the new epoch: an eager ``__iter__`` would replay the old epoch
         batches = self.batches(self.epoch)
         if self.resume_epoch == self.epoch and self.skip_batches:
             batches = batches[self.skip_batches :]
         self.resume_epoch, self.skip_batches = None, 0
         base = self.epoch * self.n
-        return iter([[base + i for i in b] for b in batches])
+        for b in batches:
+            yield [base + i for i in b]
 
     def __len__(self) -> int:
         return self.per_replica
@@ -379,7 +386,10 @@ class ResumableDataModule(pl.LightningDataModule):
         epochs = trainer.fit_loop.epoch_progress.current
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
-        if epochs.started == epochs.completed:  # the epoch is closed (training ended mid-epoch): the next one starts
+        # after fit, an epoch cut by max_steps is closed: a resume starts the next one. (While
+        # training, started == completed also holds in the epoch after a resume from an epoch's
+        # last step: Lightning then does not count that epoch as started.)
+        if trainer.state.status == TrainerStatus.FINISHED and epochs.started == epochs.completed:
             batches = 0
         elif epochs.processed > epochs.completed or batches >= trainer.num_training_batches:  # at its end hooks
             epoch, batches = epoch + 1, 0
