@@ -44,7 +44,7 @@ def test_resume_from_an_epochs_last_step_then_again_is_exact(tmp_path):
     """A run stopped right after an epoch's last step resumes into the next epoch's batches (not
     the old epoch's again), and its checkpoints there hold the right data position, so a second
     stop and resume is exact too. Token-count batches (a batch sampler), 5-batch epochs, 12 steps;
-    every step's weights are kept and compared."""
+    the weights are compared at the first step after each resume and at the end."""
     config, args = TASKS["translation_small_bible"]
     args = [a for a in args if not a.startswith("--trainer.limit_train_batches")] + ["--trainer.limit_train_batches=5"]
     common = ["fit", "--config", config, *args, "--trainer.max_steps=12", "--trainer.max_epochs=1000", "--run.test_after_fit=false",

@@ -73,6 +73,16 @@ def test_validation_decodes_and_bleu_is_sacrebleu_on_the_detokenised_strings(tmp
     assert tables, "no W&B table of sample translations"
 
 
+def test_metrics_file_rows_hold_only_what_each_validation_logged(tmp_path):
+    # BLEU every 2nd epoch: epoch 1's row has it; epochs 0 and 2 have the losses only (not a stale BLEU)
+    cli = fit(tmp_path / "runs", "--trainer.limit_train_batches=2", "--trainer.max_epochs=3", "--model.bleu_every_n_epochs=2",
+              "--model.beam_size=1", "--run.test_after_fit=false", "--run.wandb=false")
+    rows = [json.loads(line) for line in (Path(cli.trainer.default_root_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert ["val/bleu" in r for r in rows] == [False, True, False], rows
+    assert all("val/loss" in r for r in rows) and len({r["val/loss"] for r in rows}) == 3
+
+
 def test_predict_writes_one_translation_per_input_line(tmp_path):
     root = tmp_path / "runs"
     fit(root, "--trainer.max_steps=2", "--run.test_after_fit=false", "--run.version=v", "--model.bleu_every_n_epochs=0")

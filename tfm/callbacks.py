@@ -280,17 +280,29 @@ class MetricsFile(Callback):
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._before: dict[str, Any] = {}
+
+    def _start(self, trainer: pl.Trainer) -> None:
+        self._before = dict(trainer.callback_metrics)
 
     def _write(self, trainer: pl.Trainer, prefix: str) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
         row: dict[str, Any] = {"step": trainer.global_step, "epoch": trainer.current_epoch}
         for k, v in trainer.callback_metrics.items():
-            if k.startswith(prefix):
+            # only what this loop logged: Lightning keeps an earlier value of a metric not logged
+            # this time (e.g. val/bleu between the epochs that decode) as the very same object
+            if k.startswith(prefix) and self._before.get(k) is not v:
                 row[k] = float(v)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "val/")
