@@ -22,9 +22,10 @@ TASKS = {
                   "--trainer.limit_val_batches=1", "--model.ema_decay=0.9"]),
     "bert_mini_topics": ("configs/bert_mini_topics.yaml", ["--model.arch=bert_tiny", "--data.batch_size=8", "--trainer.limit_train_batches=5",
                          "--trainer.limit_val_batches=1"]),
-    # batches by token count, dropout, label smoothing; within one epoch (an epoch's last step: the test below)
+    # batches by token count, dropout, label smoothing, 5-batch epochs each ending in a BLEU validation (a stop
+    # exactly at an epoch's last step, and a second one after it: the test below)
     "translation_small_bible": ("configs/translation_small_bible.yaml", ["--model.arch=transformer_tiny", "--model.dim=32", "--model.ffn_dim=64",
-                                "--model.num_heads=2", "--data.vocab_size=400", "--data.max_tokens=512", "--trainer.limit_train_batches=20",
+                                "--model.num_heads=2", "--data.vocab_size=400", "--data.max_tokens=512", "--trainer.limit_train_batches=5",
                                 "--trainer.limit_val_batches=1", "--model.bleu_every_n_epochs=1", "--model.max_len_b=4", "--model.max_len_a=0"]),
     # generated scenes, random resized crop + flip moving masks and boxes, dropout, stochastic depth, EMA
     **{f"vit_tiny_{t}_scenes": (f"configs/vit_tiny_{t}_scenes.yaml", [*TINY_VIT, *extra, "--model.dropout=0.1", "--model.drop_path_rate=0.2",
