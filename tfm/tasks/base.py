@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -161,6 +163,28 @@ class TaskModule(pl.LightningModule):
         warmup = int(self.warmup_steps * total) if isinstance(self.warmup_steps, float) and self.warmup_steps < 1 else int(self.warmup_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(self.schedule, warmup, total, self.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """The Trainer's clipping under every precision, with the fused optimizer kept.
+
+        Lightning's mixed-precision plugin refuses to clip for an optimizer that unscales inside its
+        ``step`` (fused AdamW), although clipping is sound there: bf16 has no scaler at all, and
+        under fp16 the gradients only need unscaling first. That is what this does (PyTorch's AMP
+        recipe: ``scaler.unscale_``, clip, ``scaler.step``): the fused step then sees gradients
+        marked as unscaled and still skips the update when they overflowed. Every other precision
+        plugin (32-true, FSDP, ...) clips its own way.
+        """
+        if not gradient_clip_val:
+            return
+        plugin = self.trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and getattr(optimizer, "_step_supports_amp_scaling", False):
+            if plugin.scaler is not None:
+                plugin.scaler.unscale_(optimizer)
+            Precision.clip_gradients(plugin, optimizer, gradient_clip_val, GradClipAlgorithmType(gradient_clip_algorithm or "norm"))
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     # --- exact resume -------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
