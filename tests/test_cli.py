@@ -49,11 +49,11 @@ def settled_snapshot(root: Path, timeout: float = 60.0) -> dict[str, str]:
 # extra arguments a config needs to run one step here (data it names that a CPU test lacks)
 CONFIG_TEST_ARGS = {
     "vit_base": lambda tmp: [f"--data.dataset={make_image_folder(tmp / 'imagenet_like' / 'train', per_class=2, size=224)}",
-                             "--data.batch_size=2", "--data.num_workers=0"],
+                             "--data.batch_size=2"],
     # the GPU-size BERTs: their config as written, two layers deep (a step of 24 layers and a 4 GB
     # checkpoint are not a test)
-    "bert_base": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
-    "bert_large": lambda tmp: ["--model.depth=2", "--data.batch_size=8", "--data.num_workers=0"],
+    "bert_base": lambda tmp: ["--model.depth=2", "--data.batch_size=8"],
+    "bert_large": lambda tmp: ["--model.depth=2", "--data.batch_size=8"],
     **{f"bert_base_{t}": (lambda tmp: ["--model.depth=2", "--data.batch_size=8"]) for t in ("topics", "pos_brown", "ner", "qa")},
     # translation: batches by token count; the base model two layers deep, a small vocabulary
     "translation_small_bible": lambda tmp: ["--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0"],
@@ -61,7 +61,7 @@ CONFIG_TEST_ARGS = {
                                      "--data.max_tokens=1024", "--model.max_len_b=5", "--model.max_len_a=0"],
     # generated scenes: a few evaluation scenes; the GPU-size ViT-B two blocks deep
     **{f"vit_tiny_{t}_scenes": (lambda tmp: ["--data.batch_size=8", "--data.num_val_scenes=8", "--data.num_test_scenes=8"]) for t in ("seg", "det")},
-    **{f"vit_base_{t}_scenes": (lambda tmp: ["--model.depth=2", "--data.batch_size=2", "--data.num_workers=0", "--data.num_val_scenes=2",
+    **{f"vit_base_{t}_scenes": (lambda tmp: ["--model.depth=2", "--data.batch_size=2", "--data.num_val_scenes=2",
                                              "--data.num_test_scenes=2"]) for t in ("seg", "det")},
 }
 

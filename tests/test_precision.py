@@ -45,3 +45,38 @@ def test_clipping_by_norm_under_every_precision_keeps_fused_adamw(run_root, prec
 def test_clipping_by_value_under_fp16(run_root):
     cli = one_step(run_root, *FP16_ON_CPU, f"--trainer.gradient_clip_val={CLIP}", "--trainer.gradient_clip_algorithm=value")
     assert max(g.abs().max().item() for g in grads(cli)) == pytest.approx(CLIP, rel=1e-6)
+
+
+def test_the_gpu_only_choices_without_a_gpu():
+    from tfm.errors import UserError
+    from tfm.hardware import auto_num_workers, check_precision, default_precision, uses_cuda
+
+    assert default_precision() == "32-true" and not uses_cuda("auto") and not uses_cuda("cpu") and uses_cuda("gpu")
+    # bf16 on a GPU without native bf16 (a V100, a T4): one line naming the alternative
+    with pytest.raises(UserError) as e:
+        check_precision("bf16-mixed", on_cuda=True, bf16_native=False, device_name="Tesla V100-SXM2-32GB")
+    assert str(e.value) == ("--trainer.precision=bf16-mixed: Tesla V100-SXM2-32GB has no native bfloat16 (it needs compute "
+                            "capability 8.0, Ampere or later): use --trainer.precision=16-mixed (fp16 with a gradient scaler) or 32-true")
+    for ok in [("bf16-mixed", True, True), ("16-mixed", True, False), ("bf16-mixed", False, False), ("32-true", True, False)]:
+        check_precision(ok[0], on_cuda=ok[1], bf16_native=ok[2])
+    # workers: none on a CPU run; on a GPU one per CPU of its share less one, at most 8
+    assert auto_num_workers(False, cpus=64) == 0
+    assert [auto_num_workers(True, d, cpus=16) for d in (1, 2, 4, 8)] == [8, 7, 3, 1]
+    assert auto_num_workers(True, 1, cpus=1) == 1
+
+
+def test_cpu_run_loads_in_process_without_pinned_memory(run_root):
+    cli = one_step(run_root)
+    loader = cli.trainer.train_dataloader
+    assert cli.datamodule.num_workers is None and loader.num_workers == 0 and loader.pin_memory is False
+    cli = one_step(run_root, "--data.num_workers=1")
+    assert cli.trainer.train_dataloader.num_workers == 1 and cli.trainer.train_dataloader.persistent_workers
+
+
+def test_gpu_asked_for_on_a_machine_without_one(run_root, capsys):
+    with pytest.raises(SystemExit) as e:
+        one_step(run_root, "--trainer.accelerator=gpu")
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("tfm: error: --trainer.accelerator=gpu: no CUDA GPU is visible on this machine")
+    assert err[-1].endswith("use --trainer.accelerator=cpu or auto")

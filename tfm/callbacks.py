@@ -14,20 +14,34 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_info
 
 
-def measure_matmul_peak(n: int = 1024, reps: int = 4, dtype: torch.dtype = torch.float32, device: str = "cpu") -> float:
-    """fp32 matmul FLOP/s this device reaches now (the MFU denominator on a CPU)."""
+def measure_matmul_peak(n: int | None = None, reps: int = 4, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> float:
+    """Matmul FLOP/s this device reaches now in ``dtype`` (the MFU denominator where no datasheet
+    value is known: every CPU, and GPUs missing from Lightning's table such as a plain "H200").
+    ``n``: the square size, by default large enough to fill the device (1024 on a CPU, 8192 on a GPU)."""
+    device = torch.device(device)
+    on_gpu = device.type != "cpu"
+    n = n or (8192 if on_gpu else 1024)
+    reps = max(reps, 10) if on_gpu else reps
     g = torch.Generator(device=device).manual_seed(0)  # never the global RNG: training draws from it
-    a = torch.randn(n, n, dtype=dtype, device=device, generator=g)
-    b = torch.randn(n, n, dtype=dtype, device=device, generator=g)
+    a = torch.randn(n, n, dtype=torch.float32, device=device, generator=g).to(dtype)
+    b = torch.randn(n, n, dtype=torch.float32, device=device, generator=g).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(reps):
+        if on_gpu:
+            torch.cuda.synchronize(device)
         t = time.perf_counter()
         a @ b
-        if device != "cpu":
-            torch.cuda.synchronize()
+        if on_gpu:
+            torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best
+
+
+def precision_dtype(precision: Any) -> torch.dtype:
+    """The dtype the matmuls of a Lightning precision run in."""
+    p = str(precision)
+    return torch.bfloat16 if p.startswith("bf16") else torch.float16 if p.startswith("16") else torch.float32
 
 
 class ThroughputMonitor(Callback):
@@ -36,7 +50,8 @@ class ThroughputMonitor(Callback):
     Samples and tokens come from the task's ``count_batch(batch)``. FLOPs of a training step are
     counted once, on the second batch this run sees (also after a resume), with ``torch.utils.flop_counter.FlopCounterMode`` (forward
     and backward as they really run); MFU divides the achieved FLOP/s by the device's peak (the
-    datasheet value on GPUs, a measured fp32 matmul peak on CPUs, or ``peak_flops``). Times are
+    datasheet value on GPUs in the run's precision, else a matmul peak measured
+    there; a measured fp32 matmul peak on CPUs; or ``peak_flops``). Times are
     taken between consecutive batch ends, so data loading counts.
     """
 
@@ -51,14 +66,18 @@ class ThroughputMonitor(Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.peak_flops is None:
-            dev = pl_module.device
+            dev, dtype = pl_module.device, precision_dtype(trainer.precision)
             if dev.type == "cuda":
+                import warnings
+
                 from lightning.fabric.utilities.throughput import get_available_flops
 
-                dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float16 if "16" in str(trainer.precision) else torch.float32
-                self.peak_flops = get_available_flops(dev, dtype)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # "FLOPs not found for ...": measured below
+                    self.peak_flops = get_available_flops(dev, dtype)
+                self.peak_flops = self.peak_flops or measure_matmul_peak(dtype=dtype, device=dev)
             elif dev.type == "cpu":
-                self.peak_flops = measure_matmul_peak()
+                self.peak_flops = measure_matmul_peak()  # fp32: bf16 matmuls on a CPU are emulated, far slower
         self._last = None
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:

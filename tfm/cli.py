@@ -35,6 +35,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
 from .checkpointing import AtomicCheckpointIO, remove_partial_checkpoints
 from .errors import UserError
+from .hardware import check_accelerator, check_precision, default_precision, enable_tf32, uses_cuda
 from .nn.convert import ConversionError
 from .tasks import TaskModule
 from . import data as _data  # noqa: F401  (registers DataModules for short class paths)
@@ -53,6 +54,8 @@ class RunOptions:
         test_after_fit: after ``fit``, test the best checkpoint and print the test metrics.
         save_every_n_steps: also checkpoint every N optimizer steps (``last.ckpt`` is refreshed).
         media_images: validation images whose attention maps are drawn each validation (0: none).
+        tf32: on GPUs with TF32 tensor cores (Ampere and later), fp32 matmuls and convolutions in
+            TF32 (``torch.set_float32_matmul_precision("high")``); False for full fp32.
     """
 
     name: str | None = None
@@ -63,18 +66,12 @@ class RunOptions:
     test_after_fit: bool = False
     save_every_n_steps: int | None = None
     media_images: int = 4
+    tf32: bool = True
 
 
 def is_rank_zero() -> bool:
     """Rank 0 of a run, before the Trainer knows its rank (DDP launchers and srun set these)."""
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)) or 0) == 0
-
-
-def default_precision() -> str:
-    """bf16 mixed precision on GPUs that have it, fp32 elsewhere (bf16 on a CPU is very slow)."""
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
 
 
 def wandb_online() -> bool:
@@ -351,6 +348,11 @@ class TFMCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         cfg = self.config_init[self.subcommand]
         opts = cfg.run
+        accelerator, precision = cfg.trainer.get("accelerator"), cfg.trainer.get("precision")
+        check_accelerator(accelerator)
+        on_cuda = uses_cuda(accelerator)
+        check_precision(precision, on_cuda, device_name=torch.cuda.get_device_name() if on_cuda else "")
+        enable_tf32(on_cuda, opts.tf32)
         ckpt = cfg.get("ckpt_path")
         if ckpt:
             check_checkpoint_fits(Path(ckpt), self.model)

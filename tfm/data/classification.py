@@ -473,7 +473,7 @@ class TextClassificationDataModule(TextDataModule):
         split_seed: seed of those splits.
         cache_dir: cache folder of trained tokenizers (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order seed (runs resume with exactly the same batches).
     """
 
@@ -499,7 +499,7 @@ class TextClassificationDataModule(TextDataModule):
         cache_dir: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)

@@ -151,7 +151,7 @@ class ImageDataModule(ResumableDataModule):
         image_size: size the model sees; default: the images' own size (Fashion-MNIST 28),
             224 for folders and HF datasets.
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order and augmentation seed (runs resume with exactly the same batches).
         val_fraction: part of the training data held out for validation when there is no
             validation split (deterministic for ``split_seed``).
@@ -171,7 +171,7 @@ class ImageDataModule(ResumableDataModule):
         image_size: int | None = None,
         batch_size: int = 128,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
         val_fraction: float = 0.1,
         split_seed: int = 0,

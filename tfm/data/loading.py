@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, Sampler
+from ..hardware import auto_num_workers
 
 
 def mix_seed(*parts: int) -> int:
@@ -292,11 +293,12 @@ class ResumableDataModule(pl.LightningDataModule):
     Args:
         batch_size: training batch size per device.
         eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes; None: none on a CPU run, on a GPU one per CPU
+            of the device's share less one, at most 8 (persistent, with pinned memory).
         seed: data order and augmentation seed (independent of ``seed_everything``).
     """
 
-    def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None, seed: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -316,12 +318,15 @@ class ResumableDataModule(pl.LightningDataModule):
         or a ``batch_sampler``."""
         if dataset.collate and dataset.transform is not None:
             collate_fn = _as_is
+        trainer = getattr(self, "trainer", None)
+        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        workers = self.num_workers if self.num_workers is not None else auto_num_workers(on_cuda, trainer.num_devices if trainer else 1)
         return DataLoader(
             dataset,
             collate_fn=collate_fn,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=on_cuda,  # page-locked batches copy to the GPU asynchronously
             generator=torch.Generator().manual_seed(self.seed),
             **sampling,
         )

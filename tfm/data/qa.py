@@ -946,7 +946,7 @@ class QuestionAnsweringDataModule(TextDataModule):
         cache_dir: str | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)

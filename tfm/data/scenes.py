@@ -491,7 +491,7 @@ class _DenseDataModule(ResumableDataModule):
         image_size: int | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
         scene_seed: int = 0,
         num_train_scenes: int = 200_000,

@@ -507,7 +507,7 @@ class TranslationDataModule(ResumableDataModule):
         test_fraction: share held out for testing (the Bible only).
         split_seed: seed of the held-out splits (the Bible's books).
         cache_dir: cache folder of trained tokenizers (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        num_workers: DataLoader worker processes.
+        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: training batch order seed (runs resume with exactly the same batches).
     """
 
@@ -534,7 +534,7 @@ class TranslationDataModule(ResumableDataModule):
         test_fraction: float = 0.05,
         split_seed: int = 0,
         cache_dir: str | None = None,
-        num_workers: int = 0,
+        num_workers: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=1, num_workers=num_workers, seed=seed)
