@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 export WANDB_SILENT ?= true
 
-.PHONY: demo test bench install slurm-deps clean
+.PHONY: demo test bench bench-gpu install slurm-deps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: install slurm-deps
 
 bench: install
 	$(PY) benchmarks/run_all.py --quick
+
+# the GPU suite on one CUDA device (every task at its GPU size through the CLI, then the side-by-side
+# benchmarks), ~8 minutes; QUICK=1: tiny sizes on the CPU (the test suite runs it)
+bench-gpu: install
+	WANDB_MODE=offline $(PY) benchmarks/gpu_suite.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import add_runtime_args, cli_runtime_overrides, emit  # noqa: E402
 from tfm.cli import best_checkpoint, find_last_checkpoint, main as tfm_main  # noqa: E402
 
 # task: (config, steps, extra arguments): the fine-tuning budget, the same for both sides
@@ -46,7 +46,9 @@ def main() -> None:
     ap.add_argument("--init", default=None, help="the pretrained checkpoint (default: the best of the newest pretraining benchmark run)")
     ap.add_argument("--pretrain_root", default="runs")
     ap.add_argument("--quick", action="store_true")
+    add_runtime_args(ap, cli=True)
     args, extra = ap.parse_known_args()
+    extra = cli_runtime_overrides(args) + extra  # --device / --precision as the CLI's own options
     init = Path(args.init) if args.init else pretrained_checkpoint(Path(args.pretrain_root))
     run = init.parent.parent if init.parent.name == "checkpoints" else init.parent
     tokenizer = run / "tokenizer.json"

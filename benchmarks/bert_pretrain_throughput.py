@@ -1,6 +1,6 @@
 """Pretraining-step throughput (forward + backward + AdamW step), tfm BERT vs HF BERT.
 
-    python benchmarks/bert_pretrain_throughput.py [--quick]
+    python benchmarks/bert_pretrain_throughput.py [--quick] [--device cuda --precision bf16-mixed]
 
 HF ``BertForPreTraining`` is built at random and imported into tfm's ``BertForPretraining`` with
 ``tfm.nn.convert.load_hf_bert``: same weights, same dropout (0.1, both in train mode). Both see
@@ -11,8 +11,8 @@ those. Both step a fused ``torch.optim.AdamW`` (HF Trainer's default) over the s
 groups. Steps alternate (tfm, HF, tfm, ...) after warm-up, in one process with the same threads.
 Prints one JSON line per case: tokens/s (real tokens, padding excluded) and the ratio tfm / HF,
 and each side's model FLOPs utilisation: the FLOPs of the work each side actually does (counted
-with ``torch.utils.flop_counter.FlopCounterMode`` over one step) per second, over the fp32
-matmul peak measured in the same process.
+with ``torch.utils.flop_counter.FlopCounterMode`` over one step) per second, over the matmul
+peak measured in the same process (in the run's precision on a GPU, fp32 on a CPU).
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ from transformers import BertConfig, BertForPreTraining
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import emit, interleaved  # noqa: E402
+from benchmarks.common import Runtime, add_runtime_args, emit, interleaved  # noqa: E402
 from tfm.nn import BERT_PRESETS, BertForPretraining, masked_positions, pretraining_loss  # noqa: E402
 from tfm.nn.convert import load_hf_bert  # noqa: E402
-from tfm.callbacks import measure_matmul_peak  # noqa: E402
 from tfm.tasks.base import param_groups  # noqa: E402
 
 SEQ_LEN = 128
@@ -61,25 +60,17 @@ def make_batch(batch: int, seq_len: int, vocab: int, seed: int = 0) -> dict[str,
     }
 
 
-def ours_step(model: BertForPretraining, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor]):
-    def step() -> None:
+def ours_loss(model: BertForPretraining, b: dict[str, torch.Tensor]):
+    def loss() -> torch.Tensor:
         pos = masked_positions(b["labels"])
         out = model(b["input_ids"], b["token_type_ids"], b["attention_mask"], pos)
         targets = b["labels"].flatten()[pos]
-        loss, _, _ = pretraining_loss(out.mlm_logits, targets, out.nsp_logits, b["next_sentence_label"])
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+        return pretraining_loss(out.mlm_logits, targets, out.nsp_logits, b["next_sentence_label"])[0]
+    return loss
 
 
-def hf_step(model: BertForPreTraining, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor]):
-    def step() -> None:
-        out = model(**b)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+def hf_loss(model: BertForPreTraining, b: dict[str, torch.Tensor]):
+    return lambda: model(**b).loss
 
 
 def step_flops(step) -> float:
@@ -90,14 +81,22 @@ def step_flops(step) -> float:
     return float(counter.get_total_flops())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    args = ap.parse_args()
+    add_runtime_args(ap)
+    args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
-    reps = args.reps or (5 if args.quick else 12)
-    cases = {"bert_mini": 16} if args.quick else {"bert_mini": 32, "bert_base": 16}
+    rt = Runtime.from_args(args)
+    reps = args.reps or (1 if args.smoke else 5 if args.quick else 12)
+    if args.smoke:
+        cases = {"bert_tiny": 4}
+    elif rt.device.type == "cuda":
+        cases = {"bert_base": 64, "bert_large": 32}
+    else:
+        cases = {"bert_mini": 16} if args.quick else {"bert_mini": 32, "bert_base": 16}
+    seq_len = 32 if args.smoke else SEQ_LEN
     for arch, batch in cases.items():
         p = BERT_PRESETS[arch]
         torch.manual_seed(0)
@@ -106,20 +105,20 @@ def main() -> None:
                             max_position_embeddings=512, attn_implementation="sdpa")
         ref = BertForPreTraining(config).train()
         ours = load_hf_bert(ref.state_dict(), BertForPretraining, config=config.to_dict()).train()
-        b = make_batch(batch, SEQ_LEN, VOCAB)
+        ref, ours = ref.to(rt.device), ours.to(rt.device)
+        b = rt.to(make_batch(batch, seq_len, VOCAB))
         tokens = int(b["attention_mask"].sum())
         opt_ours = torch.optim.AdamW(param_groups(ours, 0.01), lr=1e-4, fused=True)
         opt_ref = torch.optim.AdamW(param_groups(ref, 0.01), lr=1e-4, fused=True)
-        steps = {"ours": ours_step(ours, opt_ours, b), "hf": hf_step(ref, opt_ref, b)}
+        steps = {"ours": rt.train_step(ours_loss(ours, b), opt_ours), "hf": rt.train_step(hf_loss(ref, b), opt_ref)}
         flops = {k: step_flops(fn) for k, fn in steps.items()}
-        t = interleaved(steps, warmup=2, reps=reps)
-        peak = measure_matmul_peak()
+        t = interleaved(steps, warmup=1 if args.smoke else 2, reps=reps)
+        peak = rt.peak_flops()
         mfu = {k: flops[k] / t[k] / peak for k in steps}
         emit("bert_pretrain_throughput", "tokens_per_s", tokens / t["ours"], tokens / t["hf"],
              "transformers BertForPreTraining (sdpa) + torch fused AdamW",
-             {"case": arch, "batch": batch, "seq_len": SEQ_LEN, "vocab_size": VOCAB, "real_tokens": tokens,
-              "masked": int((b["labels"] != -100).sum()), "dropout": 0.1, "dtype": "float32",
-              "threads": torch.get_num_threads(), "reps": reps},
+             {"case": arch, "batch": batch, "seq_len": seq_len, "vocab_size": VOCAB, "real_tokens": tokens,
+              "masked": int((b["labels"] != -100).sum()), "dropout": 0.1, **rt.describe(), "reps": reps},
              mfu_ours=round(mfu["ours"], 3), mfu_reference=round(mfu["hf"], 3), step_gflop_ours=round(flops["ours"] / 1e9, 1),
              step_gflop_reference=round(flops["hf"] / 1e9, 1), peak_gflops=round(peak / 1e9, 1))
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import add_runtime_args, cli_runtime_overrides, emit  # noqa: E402
 from tfm.cli import main as tfm_main  # noqa: E402
 
 CONFIG = "configs/translation_small_bible.yaml"
@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--root", default=None, help="run folder root (default: a temporary folder)")
     ap.add_argument("--minutes", type=int, default=45, help="training budget")
+    add_runtime_args(ap, cli=True)
     args, extra = ap.parse_known_args()
+    extra = cli_runtime_overrides(args) + extra  # --device / --precision as the CLI's own options
     root = args.root or tempfile.mkdtemp(prefix="tfm-bench-")
     if args.quick:
         overrides = ["--trainer.max_steps=5", "--trainer.limit_val_batches=2", "--trainer.limit_test_batches=2", "--model.bleu_every_n_epochs=1"]

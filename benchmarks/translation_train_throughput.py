@@ -1,7 +1,7 @@
 """Translation training-step throughput (forward + label-smoothed CE + backward + AdamW step),
 tfm Seq2SeqTransformer vs HF MarianMTModel.
 
-    python benchmarks/translation_train_throughput.py [--quick] [--threads N]
+    python benchmarks/translation_train_throughput.py [--quick] [--threads N] [--device cuda --precision bf16-mixed]
 
 An HF ``MarianMTModel`` of ``transformer_small``'s size (dim 256, 4 + 4 layers, 4 heads, FFN 1024,
 vocabulary 8000, tied embeddings; and the ``transformer_base`` size without ``--quick``) is built at
@@ -29,7 +29,7 @@ from transformers import MarianConfig, MarianMTModel
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import emit, interleaved  # noqa: E402
+from benchmarks.common import Runtime, add_runtime_args, emit, interleaved  # noqa: E402
 from tfm.nn import TRANSFORMER_PRESETS, Seq2SeqTransformer, label_smoothed_cross_entropy  # noqa: E402
 from tfm.nn.convert import load_hf_marian  # noqa: E402
 from tfm.tasks.base import param_groups  # noqa: E402
@@ -56,29 +56,23 @@ def make_batch(n: int, seed: int = 0, lo: int = 10, hi: int = 60) -> dict[str, t
     return {"input_ids": src, "attention_mask": (src != PAD).long(), "decoder_input_ids": dec_in, "labels": labels}
 
 
-def ours_step(model: Seq2SeqTransformer, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor]):
+def ours_loss(model: Seq2SeqTransformer, b: dict[str, torch.Tensor]):
     labels = b["labels"].flatten()
 
-    def step() -> None:
+    def loss() -> torch.Tensor:
         pos = (labels != -100).nonzero().squeeze(1)
         logits = model(b["input_ids"], b["decoder_input_ids"], positions=pos)
-        loss = label_smoothed_cross_entropy(logits, labels[pos], SMOOTHING)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+        return label_smoothed_cross_entropy(logits, labels[pos], SMOOTHING)
+    return loss
 
 
-def hf_step(model: MarianMTModel, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor]):
-    def step() -> None:
+def hf_loss(model: MarianMTModel, b: dict[str, torch.Tensor]):
+    def loss() -> torch.Tensor:
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
                        decoder_input_ids=b["decoder_input_ids"]).logits
-        loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), b["labels"].view(-1),
+        return F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), b["labels"].view(-1),
                                ignore_index=-100, label_smoothing=SMOOTHING)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
+    return loss
 
 
 def check_same_loss(ours: Seq2SeqTransformer, hf: MarianMTModel, b: dict[str, torch.Tensor]) -> float:
@@ -97,17 +91,24 @@ def check_same_loss(ours: Seq2SeqTransformer, hf: MarianMTModel, b: dict[str, to
     return a.item()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
-    args = ap.parse_args()
+    add_runtime_args(ap)
+    args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
+    rt = Runtime.from_args(args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    reps = args.reps or (5 if args.quick else 10)
-    cases = {"transformer_small": 64} if args.quick else {"transformer_small": 64, "transformer_base": 32}
+    reps = args.reps or (1 if args.smoke else 5 if args.quick else 10)
+    if args.smoke:
+        cases = {"transformer_tiny": 4}
+    elif rt.device.type == "cuda":
+        cases = {"transformer_small": 256, "transformer_base": 256}
+    else:
+        cases = {"transformer_small": 64} if args.quick else {"transformer_small": 64, "transformer_base": 32}
     for arch, batch in cases.items():
         p = TRANSFORMER_PRESETS[arch]
         torch.manual_seed(0)
@@ -120,18 +121,19 @@ def main() -> None:
         ref = MarianMTModel(config)
         ours = load_hf_marian(ref).train()
         ref.train()
-        b = make_batch(batch)
+        ref, ours = ref.to(rt.device), ours.to(rt.device)
+        b = rt.to(make_batch(batch))
         tokens = int((b["labels"] != -100).sum())
         loss = check_same_loss(ours, ref, b)
         opt_ours = torch.optim.AdamW(param_groups(ours, 0.01), lr=1e-4, fused=True)
         opt_ref = torch.optim.AdamW(param_groups(ref, 0.01), lr=1e-4, fused=True)
-        t = interleaved({"ours": ours_step(ours, opt_ours, b), "hf": hf_step(ref, opt_ref, b)}, warmup=2, reps=reps)
+        t = interleaved({"ours": rt.train_step(ours_loss(ours, b), opt_ours), "hf": rt.train_step(hf_loss(ref, b), opt_ref)},
+                        warmup=1 if args.smoke else 2, reps=reps)
         emit("translation_train_throughput", "target_tokens_per_s", tokens / t["ours"], tokens / t["hf"],
              "transformers MarianMTModel (sdpa) + label-smoothed CE + torch fused AdamW",
              {"case": arch, "batch": batch, "src_tokens": int(b["attention_mask"].sum()), "tgt_tokens": tokens,
               "padded_tgt_positions": int(b["labels"].numel()), "vocab_size": VOCAB, "label_smoothing": SMOOTHING,
-              "dropout": 0.1, "activation": "relu", "dtype": "float32", "threads": torch.get_num_threads(),
-              "reps": reps},
+              "dropout": 0.1, "activation": "relu", **rt.describe(), "reps": reps},
              initial_loss=round(loss, 4), step_s_ours=round(t["ours"], 4), step_s_reference=round(t["hf"], 4))
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import add_runtime_args, cli_runtime_overrides, emit  # noqa: E402
 from tfm.cli import main as tfm_main  # noqa: E402
 
 CONFIG = "configs/vit_tiny_fashion.yaml"
@@ -32,7 +32,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--root", default=None, help="run folder root (default: a temporary folder)")
+    add_runtime_args(ap, cli=True)
     args, extra = ap.parse_known_args()
+    extra = cli_runtime_overrides(args) + extra  # --device / --precision as the CLI's own options
     root = args.root or tempfile.mkdtemp(prefix="tfm-bench-")
     overrides = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=10", "--trainer.limit_val_batches=5"] if args.quick else []
     t0 = time.perf_counter()

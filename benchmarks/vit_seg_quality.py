@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 
-from benchmarks.common import emit  # noqa: E402
+from benchmarks.common import add_runtime_args, cli_runtime_overrides, emit  # noqa: E402
 from tfm.cli import main as tfm_main  # noqa: E402
 
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -63,7 +63,9 @@ def run_quality(name: str, config: str, metric: str, target: float, default_minu
     ap.add_argument("--steps", default="auto", help="training steps, or 'auto': measured to fill the budget")
     ap.add_argument("--root", default=None, help="run folder root (default: a temporary folder)")
     ap.add_argument("--picture", default=None, help="also copy the first test scene's overlay PNG here (the README's picture)")
+    add_runtime_args(ap, cli=True)
     args, extra = ap.parse_known_args()
+    extra = cli_runtime_overrides(args) + extra  # --device / --precision as the CLI's own options
     root = args.root or tempfile.mkdtemp(prefix="tfm-bench-")
     overrides = [f"--trainer.max_time={max_time(args.minutes)}"]
     probe_s, steps_per_s = None, None

@@ -1,6 +1,6 @@
 """Training-step throughput (forward + backward + AdamW step), tfm ViT vs timm ViT.
 
-    python benchmarks/vit_throughput.py [--quick]
+    python benchmarks/vit_throughput.py [--quick] [--device cuda --precision bf16-mixed]
 
 Both models have the same config and the same weights and see the same batch; steps alternate
 (tfm, timm, tfm, ...) after warm-up, in one process with the same threads. Each side takes the
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import emit, interleaved  # noqa: E402
+from benchmarks.common import Runtime, add_runtime_args, emit, interleaved  # noqa: E402
 from tfm.nn import create_vit  # noqa: E402
 from tfm.tasks.base import param_groups  # noqa: E402
 
@@ -33,6 +33,11 @@ CASES = {
     # ViT-Ti/16 at 224
     "vit_tiny_224": dict(img_size=224, patch_size=16, in_chans=3, embed_dim=192, depth=12, num_heads=3, mlp_ratio=4.0, num_classes=1000, batch=32, stem="patch"),
 }
+# on a GPU: ViT-B/16 at 224 (configs/vit_base.yaml) at its per-GPU batch
+GPU_CASES = {"vit_base_224": dict(img_size=224, patch_size=16, in_chans=3, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
+                                  num_classes=1000, batch=128, stem="patch")}
+SMOKE_CASES = {"smoke": dict(img_size=32, patch_size=8, in_chans=3, embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, num_classes=10,
+                             batch=4, stem="patch")}
 
 
 def to_timm_names(sd):
@@ -44,22 +49,20 @@ def to_timm_names(sd):
     return out
 
 
-def train_step(model, optimizer, x, y):
-    def step():
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.1)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    return step
+def loss_fn(model, x, y):
+    return lambda: F.cross_entropy(model(x), y, label_smoothing=0.1)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
-    args = ap.parse_args()
-    reps = args.reps or (5 if args.quick else 15)
-    for name, c in CASES.items():
+    add_runtime_args(ap)
+    args = ap.parse_args(argv)
+    rt = Runtime.from_args(args)
+    reps = args.reps or (1 if args.smoke else 5 if args.quick else 15)
+    cases = SMOKE_CASES if args.smoke else {**CASES, **GPU_CASES} if rt.device.type == "cuda" else CASES
+    for name, c in cases.items():
         cfg = dict(c)
         batch, stem = cfg.pop("batch"), cfg.pop("stem")
         torch.manual_seed(0)
@@ -69,14 +72,15 @@ def main() -> None:
         ref = timm.models.vision_transformer.VisionTransformer(**cfg, drop_path_rate=0.0)
         ref.patch_embed.proj = copy.deepcopy(ours.patch_embed.proj)
         ref.load_state_dict(to_timm_names(ours.state_dict()))
-        ref.train(), ours.train()
-        x = torch.randn(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"])
-        y = torch.randint(0, cfg["num_classes"], (batch,))
+        ref, ours = ref.train().to(rt.device), ours.train().to(rt.device)
+        x = torch.randn(batch, cfg["in_chans"], cfg["img_size"], cfg["img_size"], device=rt.device)
+        y = torch.randint(0, cfg["num_classes"], (batch,), device=rt.device)
         opt_ours = torch.optim.AdamW(param_groups(ours, 0.05), lr=1e-4, fused=True)
         opt_ref = create_optimizer_v2(ref, "adamw", lr=1e-4, weight_decay=0.05)
-        t = interleaved({"ours": train_step(ours, opt_ours, x, y), "timm": train_step(ref, opt_ref, x, y)}, warmup=3, reps=reps)
+        t = interleaved({"ours": rt.train_step(loss_fn(ours, x, y), opt_ours), "timm": rt.train_step(loss_fn(ref, x, y), opt_ref)},
+                        warmup=1 if args.smoke else 3, reps=reps)
         emit("vit_throughput", "images_per_s", batch / t["ours"], batch / t["timm"], "timm VisionTransformer + timm AdamW",
-             {"case": name, "batch": batch, "stem": stem, **cfg, "threads": torch.get_num_threads(), "reps": reps})
+             {"case": name, "batch": batch, "stem": stem, **cfg, **rt.describe(), "reps": reps})
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ def precision_dtype(precision: Any) -> torch.dtype:
 
 
 class ThroughputMonitor(Callback):
-    """Logs ``perf/samples_per_s``, ``perf/tokens_per_s`` and ``perf/mfu`` while training.
+    """Logs ``perf/steps_per_s``, ``perf/samples_per_s``, ``perf/tokens_per_s`` and ``perf/mfu`` while training.
 
     Samples and tokens come from the task's ``count_batch(batch)``. FLOPs of a training step are
     counted once, on the second batch this run sees (also after a resume), with ``torch.utils.flop_counter.FlopCounterMode`` (forward
@@ -105,6 +105,7 @@ class ThroughputMonitor(Callback):
             dt = sum(w[0] for w in self._window)
             world = trainer.world_size
             metrics = {
+                "perf/steps_per_s": len(self._window) / dt,
                 "perf/samples_per_s": world * sum(w[1] for w in self._window) / dt,
                 "perf/tokens_per_s": world * sum(w[2] for w in self._window) / dt,
             }
