@@ -29,9 +29,12 @@ def _step_of(run_root: Path) -> int:
     return max(steps, default=0)
 
 
-def assert_exact_resume(config: str, args: list[str], tmp_path: Path, steps: int = 12, seed: int | None = None) -> int:
-    """Train ``steps`` steps uninterrupted; train again, SIGKILL at a random step, resume with
-    ``--ckpt_path last``; the final weights must be bitwise equal. Returns the step killed at."""
+def assert_exact_resume(config: str, args: list[str], tmp_path: Path, steps: int = 12, seed: int | None = None,
+                        sig: int = signal.SIGKILL, with_run_config: bool = False) -> int:
+    """Train ``steps`` steps uninterrupted; train again, send ``sig`` at a random step (SIGKILL, or
+    Ctrl-C's SIGINT, which stops with a checkpoint at the next batch end), resume with
+    ``--ckpt_path last`` (with ``with_run_config``: from the run's own ``config.yaml`` and nothing
+    else); the final weights must be bitwise equal. Returns the step the run stopped after."""
     common = ["--config", config, f"--trainer.max_steps={steps}", "--trainer.max_epochs=1000",
               "--run.save_every_n_steps=1", "--run.test_after_fit=false", "--run.media_images=0",
               "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *args]
@@ -55,12 +58,21 @@ def assert_exact_resume(config: str, args: list[str], tmp_path: Path, steps: int
             proc.kill()
             raise AssertionError("the run did not reach the step to kill it at")
         time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    proc.wait(timeout=120)
     killed_after = _weights(broken)[1]
     assert 0 < killed_after < steps, killed_after
+    (run,) = broken.glob("*/*/config.yaml")
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -9
+    else:  # stopped at the next batch end with a checkpoint there, and told how to resume
+        err = proc.stderr.read().decode().strip().splitlines()
+        assert proc.returncode == 128 + sig, err[-20:]
+        assert any(ln.startswith(f"tfm: stopped by {signal.Signals(sig).name} at step {killed_after}, checkpoint ")
+                   and ln.endswith(f"resume with: python -m tfm fit --config {run} --ckpt_path last") for ln in err), err[-20:]
+        assert killed_after >= kill_at
 
-    main(["fit", *common, f"--run.root={broken}", "--ckpt_path=last"])
+    main(["fit", "--config", str(run), "--ckpt_path=last"] if with_run_config else ["fit", *common, f"--run.root={broken}", "--ckpt_path=last"])
     resumed, step = _weights(broken)
     assert step == steps
     assert resumed.keys() == expected.keys()

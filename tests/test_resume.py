@@ -35,6 +35,18 @@ TASKS = {
 }
 
 
+def test_ctrl_c_stops_with_a_checkpoint_and_the_runs_own_config_resumes_it_bitwise(tmp_path):
+    """Ctrl-C (SIGINT) mid-epoch: a checkpoint at the next batch end, the resume command printed,
+    exit 130; `fit --config <run>/config.yaml --ckpt_path last` (nothing else) continues that run
+    in its folder from the interrupt step, bitwise equal to a run never interrupted."""
+    import signal
+
+    config, args = TASKS["vit_tiny_fashion"]
+    stopped = assert_exact_resume(config, args, tmp_path, steps=12, sig=signal.SIGINT, with_run_config=True)
+    assert len(list((tmp_path / "broken").glob("*/*"))) == 1  # the same run folder, no new one
+    assert 2 <= stopped < 12
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(task, tmp_path):
     config, args = TASKS[task]

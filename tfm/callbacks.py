@@ -245,20 +245,42 @@ class RunIdentity(Callback):
         checkpoint["tfm_run"] = {"run_dir": self.run_dir, "wandb_id": wandb_id}
 
 
-class SlurmPreemption(Callback):
-    """Lightning's SLURM auto-requeue, made safe for multi-process runs.
+class StopSignals(Callback):
+    """Signals that stop training, acted on where every rank can act on them together.
 
-    Lightning saves the HPC checkpoint inside the USR1 signal handler, wherever each process
-    happens to be; under DDP one rank can then wait in the checkpoint's barrier while another
-    waits in a gradient all-reduce, and the job hangs until its time runs out. Here the signal
-    only sets a flag; at the end of the next training batch all ranks agree on it (one boolean
-    all-reduce) and together run Lightning's handler: save ``hpc_ckpt_<n>.ckpt`` into the run
-    folder, then rank 0 calls ``scontrol requeue``.
+    A signal handler only sets a flag; at the end of the next training batch all ranks agree on
+    it (one all-reduce of the signal number) and then, together:
+
+    * Ctrl-C (SIGINT) or SIGTERM: write ``checkpoints/last.ckpt`` at that batch end and stop
+      training; the CLI prints the command that resumes and exits with ``128 + signal``. A second
+      Ctrl-C stops at once (Python's ``KeyboardInterrupt``).
+    * SLURM's requeue signal (USR1, with Lightning's SLURM auto-requeue): Lightning's own handler
+      runs there (``hpc_ckpt_<n>.ckpt`` into the run folder, then rank 0 calls ``scontrol requeue``).
+      Lightning runs it inside the signal handler, wherever each process happens to be; under DDP
+      one rank can then wait in the checkpoint's barrier while another waits in a gradient
+      all-reduce, and the job hangs until its time runs out (seen with 2 nodes). Under SLURM
+      auto-requeue, SIGTERM stays Lightning's (Slurm sends it when it requeues the job).
     """
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: Any = None
+    def __init__(self, checkpoint_dir: str) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.signum: int | None = None  # received, not yet acted on
+        self.stopped_by: int | None = None  # the INT / TERM signal that stopped training
+        self.checkpoint: Path | None = None
+        self._requeue_signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _install(self, sig: int) -> None:
+        import signal
+
+        self._previous[sig] = signal.signal(sig, self._flag)
+
+    def _flag(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.signum = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         import signal
@@ -266,32 +288,50 @@ class SlurmPreemption(Callback):
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         env = trainer._accelerator_connector.cluster_environment
-        if stage != "fit" or not isinstance(env, SLURMEnvironment) or not env.auto_requeue:
-            return
-        sig = env.requeue_signal or signal.SIGUSR1
-        # installed before the Trainer registers its own handlers, which it then leaves alone
-        self._previous = (sig, signal.signal(sig, self._flag))
+        if stage == "fit" and isinstance(env, SLURMEnvironment) and env.auto_requeue:
+            self._requeue_signal = env.requeue_signal or signal.SIGUSR1
+            # installed before the Trainer registers its own handlers, which it then leaves alone
+            self._install(self._requeue_signal)
 
-    def _flag(self, signum: int, frame: Any) -> None:
-        self.signum = signum
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread
+        # after the Trainer registered its SIGTERM handler (which would raise at the next batch
+        # start, before a checkpoint): these replace it until teardown restores it
+        self._install(signal.SIGINT)
+        if self._requeue_signal is None:
+            self._install(signal.SIGTERM)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self._previous is None:
+        if not self._previous:
             return
         signum = self.signum or 0
         if trainer.world_size > 1:
             signum = int(trainer.strategy.reduce(torch.tensor(float(signum)), reduce_op="max").item())
-        if signum:
-            self.signum = None
+        if not signum:
+            return
+        self.signum = None
+        if signum == self._requeue_signal:
             trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)  # save the HPC checkpoint, requeue
-            trainer.should_stop = True  # Slurm ends the job; stop cleanly if it has not yet
+        else:
+            self.checkpoint = self.checkpoint_dir / "last.ckpt"
+            trainer.save_checkpoint(self.checkpoint)
+            # Lightning's ModelCheckpoint would write last.ckpt again at the end of the cut epoch,
+            # counting the epoch as done; it skips a step it has saved (a private it keeps for this)
+            for cb in trainer.checkpoint_callbacks:
+                cb._last_global_step_saved = trainer.global_step
+            self.stopped_by = signum
+        trainer.should_stop = True  # Slurm ends the job; stop cleanly if it has not yet
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            import signal
+        import signal
 
-            signal.signal(*self._previous)
-            self._previous = None
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
 
 
 class MetricsFile(Callback):

@@ -32,10 +32,12 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIdentity, SlurmPreemption, ThroughputMonitor
+from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIdentity, StopSignals, ThroughputMonitor
 from .checkpointing import AtomicCheckpointIO, remove_partial_checkpoints
 from .errors import UserError
 from .hardware import check_accelerator, check_precision, default_precision, enable_tf32, uses_cuda
+from .validation import check_config
+from .nn.config import ConfigError
 from .nn.convert import ConversionError
 from .tasks import TaskModule
 from . import data as _data  # noqa: F401  (registers DataModules for short class paths)
@@ -104,6 +106,23 @@ def new_version(parent: Path, suffix: str = "") -> str:
     while (parent / version).exists():
         version, k = f"{base}{suffix}-{k}", k + 1
     return version
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run folder can be made: its nearest existing parent is a writable folder (one line, not
+    three chained tracebacks, on a read-only or misnamed run root)."""
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"run folder {run_dir} cannot be made: {parent} is a file: pass --run.root=<a folder>")
+    import tempfile
+
+    try:  # the one sure test (root may write where the permission bits say no; /proc, read-only mounts)
+        os.rmdir(tempfile.mkdtemp(prefix=".tfm-write-test-", dir=parent))
+    except OSError as e:
+        raise UserError(f"run folder {run_dir} cannot be made: {parent} is not writable ({e.strerror}): "
+                        "pass --run.root=<a writable folder>") from None
 
 
 def checkpoint_step(path: Path) -> int | None:
@@ -221,6 +240,7 @@ class TFMCLI(LightningCLI):
 
     def __init__(self, args: Any = None, run: bool = True) -> None:
         self.run_dir: Path | None = None
+        self.run_guard: RunGuard | None = None
         super().__init__(
             model_class=TaskModule,
             datamodule_class=LightningDataModule,
@@ -253,6 +273,7 @@ class TFMCLI(LightningCLI):
 
         for p in [parser, *getattr(self, "_subcommand_parsers", {}).values()]:
             p.exit_on_error = False
+        check_yaml_files(args if args is not None else sys.argv[1:])
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:
@@ -266,6 +287,7 @@ class TFMCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         sub = self.subcommand
         cfg = self.config[sub]
+        check_config(cfg, sub)  # value ranges: one line, before anything is built or written
         opts = cfg.run
         configs = cfg.get("config") or []
         name = opts.name or (Path(str(configs[-1])).stem if configs else cfg.model.class_path.rsplit(".", 1)[-1].lower())
@@ -285,12 +307,23 @@ class TFMCLI(LightningCLI):
             if last is None:
                 if sub != "fit":
                     raise UserError(f"--ckpt_path {ckpt}: no checkpoint under {exp_dir}/*/checkpoints/: train first or pass a checkpoint file")
+                if opts.version and not requeued:  # a named run (e.g. its own config.yaml): resuming it must not start afresh
+                    run = exp_dir / opts.version
+                    state = "has no checkpoint yet" if run.is_dir() else "does not exist"
+                    raise UserError(f"--ckpt_path last: run {run} {state}, so there is nothing to resume: "
+                                    "start a new run without --ckpt_path and --run.version")
                 rank_zero_warn(f"--ckpt_path last: no checkpoint under {exp_dir}/*/checkpoints/, starting a fresh run")
                 ckpt = None
             else:
                 ckpt = str(best_checkpoint(last) if ckpt == "best" else last)
                 if sub == "fit":
                     run_dir = last.parent.parent if last.parent.name == "checkpoints" else last.parent
+        elif not ckpt and sub != "fit" and opts.version and (exp_dir / opts.version).is_dir():
+            # validate / test / predict with a run's own config.yaml: that run's best weights
+            last = find_last_checkpoint(exp_dir, opts.version)
+            if last is None:
+                raise UserError(f"run {exp_dir / opts.version} has no checkpoint to {sub}: train it first (--ckpt_path last resumes it)")
+            ckpt = str(best_checkpoint(last))
         elif ckpt:
             p = Path(ckpt)
             if not p.is_file():
@@ -305,11 +338,14 @@ class TFMCLI(LightningCLI):
         elif run_dir is None and opts.version and int(os.environ.get("SLURM_PROCID", "0") or 0) > 0:
             run_dir = exp_dir / opts.version  # rank 0 of the job checks and creates it
         if run_dir is None:
-            if opts.version and (exp_dir / opts.version).exists():
-                raise UserError(
-                    f"run folder {exp_dir / opts.version} already exists: resume it with --ckpt_path last, or choose another --run.version"
-                )
-            run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
+            named = exp_dir / opts.version if opts.version else None
+            if named is not None and named.exists() and sub == "fit":
+                raise UserError(f"run folder {named} already exists: resume it with --ckpt_path last, or choose another --run.version")
+            if named is not None and named.exists():  # evaluating a run: beside it, <run>/<sub>/<time>
+                run_dir = named / sub / new_version(named / sub)
+            else:
+                run_dir = exp_dir / (opts.version or new_version(exp_dir, "" if sub == "fit" else f"-{sub}"))
+            check_writable(run_dir)
         if ckpt:
             self._reuse_tokenizer(cfg, Path(ckpt))
         elif (cfg.model.get("init_args") or {}).get("init_from"):
@@ -317,6 +353,10 @@ class TFMCLI(LightningCLI):
         for folder in (run_dir, run_dir / "checkpoints"):
             for partial in remove_partial_checkpoints(folder):
                 rank_zero_warn(f"removed {partial}: a checkpoint write that was interrupted")
+        global _current
+        _current, self.run_guard = self, RunGuard(run_dir)
+        if sub == "fit":  # the saved config.yaml names its run: `fit --config <run>/config.yaml --ckpt_path last` resumes it
+            opts.root, opts.name, opts.version = str(run_dir.parent.parent), run_dir.parent.name, run_dir.name
         cfg.ckpt_path = ckpt
         cfg.trainer.default_root_dir = str(run_dir)
         os.environ["TFM_RUN_DIR"] = str(run_dir)  # inherited by the processes of the other DDP ranks
@@ -377,7 +417,7 @@ class TFMCLI(LightningCLI):
         callbacks.append(RunIdentity(str(run_dir)))
         callbacks.append(MetricsFile(str(run_dir / "metrics.jsonl")))
         if self.subcommand == "fit":
-            callbacks.append(SlurmPreemption())
+            callbacks.append(StopSignals(str(run_dir / "checkpoints")))
             callbacks.append(ThroughputMonitor(log_every_n_steps=cfg.trainer.get("log_every_n_steps") or 50))
         if opts.media_images and self.subcommand in ("fit", "validate"):
             callbacks.append(AttentionMapLogger(opts.media_images))
@@ -426,6 +466,16 @@ class TFMCLI(LightningCLI):
         )
 
     def after_fit(self) -> None:
+        stop = next((c for c in self.trainer.callbacks if isinstance(c, StopSignals)), None)
+        if stop is not None and stop.stopped_by:
+            import signal
+
+            if is_rank_zero():
+                config = Path(self.trainer.default_root_dir) / "config.yaml"
+                print(f"tfm: stopped by {signal.Signals(stop.stopped_by).name} at step {self.trainer.global_step}, checkpoint "
+                      f"{stop.checkpoint}; resume with: python -m tfm fit --config {config} --ckpt_path last", file=sys.stderr)
+            _finish_wandb()
+            raise SystemExit(128 + stop.stopped_by)
         # last.ckpt holds the final state even when max_steps ended training mid-epoch (Lightning
         # then writes it only if no last.ckpt was written earlier in the same run)
         cb = self.trainer.checkpoint_callback
@@ -437,11 +487,23 @@ class TFMCLI(LightningCLI):
 
 
 def concise_parse_error(message: str) -> str:
-    """The gist of a jsonargparse error: which key is unknown or which value is bad."""
+    """The gist of a jsonargparse error: which key is unknown or which value is bad, and the valid
+    values where the type is a choice (``Literal``)."""
     import re
 
-    keys = re.findall(r'Parser key "([^"]+)"', message)
+    keys = [k for k in re.findall(r'Parser key "([^"]+)"', message)]
     where = ".".join(keys)
+    given = re.search(r"(?:Got value|Given value): (.+)", message)
+    got = given.group(1).strip() if given else None
+    if got and got.startswith("NestedArg("):
+        m = re.search(r"val='?([^')]*)'?\)", got)
+        got = m.group(1) if m else got
+    choices: list[str] = []
+    for group in re.findall(r"Literal\[([^\]]*)\]", message):
+        choices += [c.strip() for c in group.split(",") if c.strip() and c.strip() not in choices]
+    if choices and got is not None:
+        strings = [c for c in choices if c.startswith("'")] or choices
+        return f"--{where}={got}: expected one of {', '.join(strings)}"
     for pattern, template in (
         (r"Option '([^']+)' is not accepted", "unknown option {where}.{0}"),
         (r'Key "([^"]+)" is not expected', "unknown key {where}.{0}"),
@@ -455,6 +517,25 @@ def concise_parse_error(message: str) -> str:
             return f"{text} (valid keys and types: --help, --print_config)"
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
     return " ".join(lines[:2])[:400] + " (see --help)"
+
+
+def check_yaml_files(args: list[str]) -> None:
+    """Each ``--config`` file exists and is valid YAML: one line naming the file, line and column
+    (jsonargparse names neither the file nor, for a file, the line)."""
+    import yaml
+
+    paths = [b for a, b in zip(args, args[1:]) if a == "--config"] + [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for path in paths:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"--config {path} does not exist (the configs are in configs/; a run's own is <run>/config.yaml)")
+        try:
+            yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise UserError(f"--config {path} is not valid YAML{at}: {problem}") from None
 
 
 def best_checkpoint(last: Path) -> Path:
@@ -482,7 +563,7 @@ def _user_error(e: BaseException | None) -> BaseException | None:
     """The user mistake behind an exception (jsonargparse wraps errors raised in constructors)."""
     seen = set()
     while e is not None and id(e) not in seen:
-        if isinstance(e, (UserError, ConversionError)):
+        if isinstance(e, (UserError, ConversionError, ConfigError)):
             return e
         seen.add(id(e))
         e = e.__cause__ or e.__context__
@@ -494,6 +575,37 @@ def _drop_litlogger_tip(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
 
 
+class RunGuard:
+    """What one command adds to its run folder, taken back when it fails before its first training
+    step: a bad value found only once the data is loaded leaves no half-made run (a ``config.yaml``
+    and ``wandb/`` with no checkpoint) that a later ``--ckpt_path last`` or a reader could take for
+    a run. Once a step has trained, everything stays (its logs tell what happened)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.top = run_dir  # the outermost folder this command makes (runs/<name> on a first run)
+        while not self.top.parent.exists() and self.top.parent != self.top:
+            self.top = self.top.parent
+        self.before = {p for p in run_dir.rglob("*")} if run_dir.exists() else None
+
+    def undo(self, trainer: Trainer | None) -> None:
+        import shutil
+
+        if not is_rank_zero() or (trainer is not None and trainer.global_step > 0):
+            return
+        if self.before is None:  # a new run: all of it, and the folders made for it
+            shutil.rmtree(self.top, ignore_errors=True)
+            return
+        for p in sorted(set(self.run_dir.rglob("*")) - self.before, key=lambda p: len(p.parts), reverse=True):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+
+
+_current: TFMCLI | None = None  # the CLI of the command running now (its run folder is undone on failure)
+
+
 class _Parsed(Exception):
     pass
 
@@ -503,6 +615,7 @@ class _ParseOnlyCLI(TFMCLI):
         pass
 
     def before_instantiate_classes(self) -> None:
+        check_config(self.config[self.subcommand], self.subcommand)
         raise _Parsed
 
 
@@ -540,13 +653,31 @@ def main(args: list[str] | None = None) -> TFMCLI | None:
     # and a resumed run writes into its own checkpoint folder on purpose
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     warnings.filterwarnings("ignore", message=".*Checkpoint directory .* exists and is not empty.*")
+    global _current
+    _current = None
     try:
         return TFMCLI(args=args)
     except Exception as e:
-        user_error = _user_error(e)
+        user_error = _user_error(e) or _lightning_user_error(e)
+        _finish_wandb()
+        if _current is not None and _current.run_guard is not None:
+            _current.run_guard.undo(_current.trainer if hasattr(_current, "trainer") else None)
         if user_error is None:
             raise
         print(f"tfm: error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         _finish_wandb()
+
+
+def _lightning_user_error(e: BaseException) -> UserError | None:
+    """Lightning's checks of values that depend on the data (known only once it is loaded), as one line."""
+    import re
+
+    m = re.search(r"`val_check_interval` \((\d+)\) must be less than or equal to the number of the training batches \((\d+)\)", str(e))
+    if m:
+        every, batches = m.groups()
+        return UserError(f"--trainer.val_check_interval={every} is more than the {batches} training batches of an epoch of this data: "
+                         f"pass --trainer.val_check_interval={batches} (or fewer, or a fraction such as 0.5), or "
+                         "--trainer.check_val_every_n_epoch=null to count the steps across epochs")
+    return None

@@ -27,7 +27,7 @@ from .bert import (
     masked_positions,
     pretraining_loss,
 )
-from .config import TransformerConfig
+from .config import ConfigError, TransformerConfig
 from .dense import (
     CenterHead,
     LinearDecoder,
@@ -68,7 +68,7 @@ from .seq2seq import (
 from .transformer import Decoder, Encoder, EncoderDecoder
 
 __all__ = [
-    "KVCache", "LayerCache", "MultiHeadAttention", "padding_mask", "TransformerConfig",
+    "KVCache", "LayerCache", "MultiHeadAttention", "padding_mask", "ConfigError", "TransformerConfig",
     "LearnedPositionEmbedding", "PatchEmbedding", "SinusoidalPositionEmbedding", "TextEmbedding",
     "resize_pos_embed", "sinusoid_table", "DropPath", "FeedForward", "TransformerLayer",
     "VIT_PRESETS", "VisionTransformer", "create_vit", "vit_base", "vit_large", "vit_small", "vit_tiny",

@@ -8,6 +8,8 @@ where ``True`` means *may attend*. :func:`padding_mask` turns a ``(batch, keys)`
 from __future__ import annotations
 
 import torch
+
+from .config import ConfigError
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -99,7 +101,7 @@ class MultiHeadAttention(nn.Module):
     ) -> None:
         super().__init__()
         if dim % num_heads:
-            raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
+            raise ConfigError(f"dim={dim} is not divisible by num_heads={num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.cross = cross

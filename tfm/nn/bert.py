@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import Activation, TransformerConfig
+from .config import Activation, ConfigError, TransformerConfig
 from .embeddings import TextEmbedding
 from .heads import MLMHead, NSPHead, SequenceClassificationHead, SpanHead, TokenClassificationHead
 from .models import init_weights
@@ -295,7 +295,7 @@ def create_bert(arch: str, **overrides: Any) -> Bert:
     """``create_bert("bert_mini", vocab_size=8000, pad_token_id=0)``; FFN 4x dim, 512 positions,
     2 token types, vocabulary 30522 unless overridden (``None`` values are ignored)."""
     if arch not in BERT_PRESETS:
-        raise ValueError(f"unknown BERT arch {arch!r}: use one of {', '.join(BERT_PRESETS)}")
+        raise ConfigError(f"unknown BERT arch {arch!r}: use one of {', '.join(BERT_PRESETS)}")
     kwargs = {**BERT_PRESETS[arch], **{k: v for k, v in overrides.items() if v is not None}}
     return Bert(**kwargs)
 

@@ -8,6 +8,11 @@ from typing import Literal
 Activation = Literal["relu", "gelu", "gelu_tanh", "silu", "swish"]
 
 
+class ConfigError(ValueError):
+    """A model configuration that cannot be built (heads that do not divide the width, patches
+    that do not tile the image, ...); the message names the values. The CLI prints it as one line."""
+
+
 @dataclass
 class TransformerConfig:
     """Shape and variant of a Transformer stack (encoder or decoder).
@@ -37,9 +42,9 @@ class TransformerConfig:
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
-            raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.activation not in ("relu", "gelu", "gelu_tanh", "silu", "swish"):
-            raise ValueError(f"activation={self.activation!r}: use one of relu, gelu, gelu_tanh, silu (= swish)")
+            raise ConfigError(f"activation={self.activation!r}: use one of relu, gelu, gelu_tanh, silu (= swish)")
 
     @property
     def head_dim(self) -> int:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import ConfigError
 from .models import VIT_PRESETS, VisionTransformer, create_vit
 
 
@@ -189,12 +190,12 @@ class ProgressiveDecoder(nn.Module):
         super().__init__()
         stages = int(math.log2(patch_size))
         if 2**stages != patch_size:
-            raise ValueError(f"a progressive decoder needs a power-of-two patch size, not {patch_size}")
+            raise ConfigError(f"a progressive decoder needs a power-of-two patch size, not {patch_size}")
         if upsample not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample={upsample!r}: use 'bilinear' or 'nearest'")
+            raise ConfigError(f"upsample={upsample!r}: use 'bilinear' or 'nearest'")
         channels = list(channels)
         if not channels:
-            raise ValueError("decoder channels must not be empty")
+            raise ConfigError("decoder channels must not be empty")
         channels = (channels + [channels[-1]] * stages)[: max(stages, 1)]
         self.patch_size = patch_size
         self.image_skip = image_skip
@@ -266,7 +267,7 @@ class SimpleFeaturePyramid(nn.Module):
             elif s == 0.5:
                 layers.append(nn.MaxPool2d(2, 2))
             elif s != 1.0:
-                raise ValueError(f"feature pyramid scale {s} is not one of 4, 2, 1, 0.5")
+                raise ConfigError(f"feature pyramid scale {s} is not one of 4, 2, 1, 0.5")
             layers += [nn.Conv2d(c, out_channels, 1, bias=False), LayerNorm2d(out_channels),
                        nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False), LayerNorm2d(out_channels)]
             self.levels.append(nn.Sequential(*layers))
@@ -459,7 +460,7 @@ class _ViTDense(nn.Module):
 
 def _backbone(arch: str, **kwargs: Any) -> VisionTransformer:
     if arch not in VIT_PRESETS:
-        raise ValueError(f"unknown ViT arch {arch!r}: use one of {', '.join(VIT_PRESETS)}")
+        raise ConfigError(f"unknown ViT arch {arch!r}: use one of {', '.join(VIT_PRESETS)}")
     return create_vit(arch, num_classes=0, **kwargs)
 
 
@@ -488,7 +489,7 @@ class ViTSegmenter(_ViTDense):
             in_chans = backbone_args.get("in_chans") or 3
             self.decoder = ProgressiveDecoder(dim, num_classes, patch, decoder_channels, image_skip, in_chans, patch_logits=patch_logits)
         else:
-            raise ValueError(f"decoder={decoder!r}: use 'linear' or 'progressive'")
+            raise ConfigError(f"decoder={decoder!r}: use 'linear' or 'progressive'")
 
     def forward(self, images: Tensor) -> Tensor:
         return self.decoder(vit_feature_map(self.backbone, images), images)
@@ -518,7 +519,7 @@ class ViTDetector(_ViTDense):
         patch = self.backbone.patch_embed.patch_size[0]
         scale = patch / stride
         if scale not in (4.0, 2.0, 1.0, 0.5):
-            raise ValueError(f"detection stride {stride} must be the patch size {patch} divided by 4, 2, 1 or 0.5")
+            raise ConfigError(f"detection stride {stride} must be the patch size {patch} divided by 4, 2, 1 or 0.5")
         self.stride = stride
         self.pyramid = SimpleFeaturePyramid(self.backbone.dim, fpn_channels, (scale,))
         self.head = CenterHead(fpn_channels, num_classes, stride, head_channels, head_convs)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import torch
+
+from .config import ConfigError
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -84,7 +86,7 @@ class TextEmbedding(nn.Module):
         elif position == "sinusoidal":
             self.positions = SinusoidalPositionEmbedding(max_positions, dim)
         else:
-            raise ValueError(f"position={position!r}: use 'learned' or 'sinusoidal'")
+            raise ConfigError(f"position={position!r}: use 'learned' or 'sinusoidal'")
         self.segments = nn.Embedding(type_vocab_size, dim) if type_vocab_size else None
         self.norm = nn.LayerNorm(dim, eps=layer_norm_eps) if layer_norm_eps is not None else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -126,7 +128,7 @@ def conv_stem(in_chans: int, dim: int, patch_size: int) -> nn.Sequential:
     Same token grid as a ``patch_size`` patchify stem; it trains faster and more stably."""
     k = int(math.log2(patch_size))
     if 2**k != patch_size or k < 1:
-        raise ValueError(f"a conv stem needs a power-of-two patch size, not {patch_size}")
+        raise ConfigError(f"a conv stem needs a power-of-two patch size, not {patch_size}")
     layers: list[nn.Module] = []
     c_in = in_chans
     for i in range(k):
@@ -161,15 +163,15 @@ class PatchEmbedding(nn.Module):
         self.image_size = _pair(image_size)
         self.patch_size = _pair(patch_size)
         if self.image_size[0] % self.patch_size[0] or self.image_size[1] % self.patch_size[1]:
-            raise ValueError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
+            raise ConfigError(f"image_size={self.image_size} is not a multiple of patch_size={self.patch_size}")
         if stem == "patch":
             self.proj: nn.Module = nn.Conv2d(in_chans, dim, kernel_size=self.patch_size, stride=self.patch_size)
         elif stem == "conv":
             if self.patch_size[0] != self.patch_size[1]:
-                raise ValueError("a conv stem needs square patches")
+                raise ConfigError("a conv stem needs square patches")
             self.proj = conv_stem(in_chans, dim, self.patch_size[0])
         else:
-            raise ValueError(f"stem={stem!r}: use 'patch' or 'conv'")
+            raise ConfigError(f"stem={stem!r}: use 'patch' or 'conv'")
         self.num_prefix_tokens = 1 if class_token else 0
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.randn(1, self.num_prefix_tokens + self.num_patches, dim) * 0.02)

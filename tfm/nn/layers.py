@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import ConfigError
 from .attention import LayerCache, MultiHeadAttention
 from .config import TransformerConfig
 
@@ -24,7 +25,7 @@ class FeedForward(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu", dropout: float = 0.0, bias: bool = True) -> None:
         super().__init__()
         if activation not in _ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}: use one of {', '.join(_ACTIVATIONS)}")
+            raise ConfigError(f"activation={activation!r}: use one of {', '.join(_ACTIVATIONS)}")
         self.fc1 = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = _ACTIVATIONS[activation]()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -41,7 +42,7 @@ class DropPath(nn.Module):
     def __init__(self, p: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"drop path rate {p} must be in [0, 1)")
+            raise ConfigError(f"drop path rate {p} must be in [0, 1)")
         self.p = p
 
     def forward(self, x: Tensor) -> Tensor:

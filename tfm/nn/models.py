@@ -7,6 +7,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from .config import ConfigError
 from .attention import MultiHeadAttention
 from .config import TransformerConfig
 from .embeddings import PatchEmbedding
@@ -59,7 +60,7 @@ class VisionTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if global_pool == "token" and not class_token:
-            raise ValueError("global_pool='token' needs class_token=True")
+            raise ConfigError("global_pool='token' needs class_token=True")
         self.num_classes = num_classes
         self.global_pool = global_pool
         self.dim = dim
@@ -157,7 +158,7 @@ VIT_PRESETS: dict[str, dict[str, Any]] = {
 def create_vit(arch: str, **overrides: Any) -> VisionTransformer:
     """``create_vit("vit_tiny", image_size=28, patch_size=4, in_chans=1, num_classes=10)``."""
     if arch not in VIT_PRESETS:
-        raise ValueError(f"unknown ViT arch {arch!r}: use one of {', '.join(VIT_PRESETS)}")
+        raise ConfigError(f"unknown ViT arch {arch!r}: use one of {', '.join(VIT_PRESETS)}")
     kwargs = {**VIT_PRESETS[arch], **{k: v for k, v in overrides.items() if v is not None}}
     return VisionTransformer(**kwargs)
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .attention import KVCache, MultiHeadAttention, padding_mask
-from .config import Activation, TransformerConfig
+from .config import Activation, ConfigError, TransformerConfig
 from .embeddings import TextEmbedding
 from .generation import BeamKVCache
 from .transformer import EncoderDecoder
@@ -87,7 +87,7 @@ class Seq2SeqTransformer(nn.Module):
     ) -> None:
         super().__init__()
         if vocab_size < 1 or (tgt_vocab_size is not None and tgt_vocab_size < 1):
-            raise ValueError(f"vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}: need at least one token")
+            raise ConfigError(f"vocab_size={vocab_size}, tgt_vocab_size={tgt_vocab_size}: need at least one token")
         self.vocab_size = vocab_size
         self.tgt_vocab_size = tgt_vocab_size if tgt_vocab_size is not None else vocab_size
         self.joint_vocab = tgt_vocab_size is None
@@ -99,7 +99,7 @@ class Seq2SeqTransformer(nn.Module):
         self.share_embeddings = share_embeddings
         for name, value in (("pad", pad_token_id), ("bos", bos_token_id), ("eos", eos_token_id)):
             if value is not None and not 0 <= value < self.tgt_vocab_size:
-                raise ValueError(f"{name}_token_id={value} is outside the vocabulary of {self.tgt_vocab_size} tokens")
+                raise ConfigError(f"{name}_token_id={value} is outside the vocabulary of {self.tgt_vocab_size} tokens")
 
         def stack(depth: int, cross: bool) -> TransformerConfig:
             return TransformerConfig(
@@ -340,10 +340,10 @@ def create_transformer(arch: str, **overrides: Any) -> Seq2SeqTransformer:
     ReLU, sinusoidal positions, shared embeddings, dropout 0.1 unless overridden (``None``
     values are ignored, so data-dependent arguments can be passed through unset)."""
     if arch not in TRANSFORMER_PRESETS:
-        raise ValueError(f"unknown Transformer arch {arch!r}: use one of {', '.join(TRANSFORMER_PRESETS)}")
+        raise ConfigError(f"unknown Transformer arch {arch!r}: use one of {', '.join(TRANSFORMER_PRESETS)}")
     kwargs = {**TRANSFORMER_PRESETS[arch], **{k: v for k, v in overrides.items() if v is not None}}
     if "vocab_size" not in kwargs:
-        raise ValueError(f"{arch} needs vocab_size= (the size of the tokenizer's vocabulary)")
+        raise ConfigError(f"{arch} needs vocab_size= (the size of the tokenizer's vocabulary)")
     return Seq2SeqTransformer(**kwargs)
 
 
