@@ -664,10 +664,19 @@ def main(args: list[str] | None = None) -> TFMCLI | None:
             _current.run_guard.undo(_current.trainer if hasattr(_current, "trainer") else None)
         if user_error is None:
             raise
-        print(f"tfm: error: {user_error}", file=sys.stderr)
+        print(f"tfm: error: {_one_line(user_error)}", file=sys.stderr)
         raise SystemExit(2) from None
     finally:
         _finish_wandb()
+
+
+def _one_line(e: BaseException) -> str:
+    """The message of a user error; one raised in a DataLoader worker comes back wrapped with the
+    worker's traceback, of which only the original message is the user's."""
+    text = str(e).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return text
 
 
 def _lightning_user_error(e: BaseException) -> UserError | None:

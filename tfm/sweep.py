@@ -50,6 +50,15 @@ class Trial:
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def sweeps_module() -> Any:
+    """W&B's sweep engine (``sweeps``), imported without the pydantic-1 warnings it raises under
+    pydantic 2 (three lines before every message otherwise)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+    return sweeps
+
+
 def load_sweep(path: str | Path) -> dict[str, Any]:
     """A sweep YAML, checked: W&B's schema, and a ``command`` that runs ``tfm fit --config``."""
     p = Path(path)
@@ -61,10 +70,22 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]} (write command as a block list: `- ${{env}}`)") from None
     if not isinstance(config, dict) or "parameters" not in config:
         raise UserError(f"{path} is not a W&B sweep config: it needs method, metric, parameters and command")
-    from sweeps import schema_violations_from_proposed_config
-
-    violations = schema_violations_from_proposed_config(config)
+    parameters = config["parameters"]
+    if not isinstance(parameters, dict) or not parameters:
+        raise UserError(f"{path}: parameters is empty: name at least one CLI key to sweep, e.g. `model.lr: {{values: [1e-3, 3e-3]}}`")
+    for name, spec in parameters.items():
+        if not isinstance(spec, dict):
+            raise UserError(f"{path}: parameter {name} is {spec!r}: give it value, values, or min and max (a mapping)")
+        if "values" in spec and not spec["values"]:
+            raise UserError(f"{path}: parameter {name} has an empty values list: give it at least one value")
+    violations = sweeps_module().schema_violations_from_proposed_config(config)
     if violations:
+        import re
+
+        named = [m.group(1) for v in violations if (m := re.search(r"invalid hyperparameter configuration: (\S+)", v))]
+        if named:
+            raise UserError(f"{path}: parameter {named[0]} is {parameters.get(named[0])!r}, not a W&B parameter spec: "
+                            "give value, values, or min and max (with a distribution)")
         raise UserError(f"{path} is not a valid W&B sweep config: {violations[0]}")
     command = [str(c) for c in config.get("command", [])]
     if "--config" not in command or not any(m in command for m in ARGS_MACROS):
@@ -111,6 +132,26 @@ def check_parameters(sweep: dict[str, Any], extra: list[str]) -> None:
             raise UserError(f"sweep parameter {name!r} is not accepted by `tfm fit --config {config}`: {e}") from None
 
 
+def check_metric(sweep: dict[str, Any], metric: str, extra: list[str]) -> None:
+    """The sweep's metric is one the experiment logs at validation (what ``metrics.jsonl``, which
+    the sweep reads, holds): found by one validation batch of the config in this process, before
+    the first trial, rather than after all of them."""
+    import contextlib
+    import io
+    import tempfile
+
+    from .cli import main as tfm_main
+
+    config = experiment_config(sweep)
+    with tempfile.TemporaryDirectory(prefix="tfm-sweep-probe-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        cli = tfm_main(["validate", "--config", config, *extra, f"--run.root={tmp}", "--run.wandb=false", "--run.media_images=0",
+                        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])
+        logged = sorted(k for k in cli.trainer.callback_metrics if k.startswith("val/"))
+    if metric not in logged:
+        raise UserError(f"sweep metric {metric!r} is not logged by `tfm fit --config {config}` (its validation logs "
+                        f"{', '.join(logged)}): set metric.name to one of them")
+
+
 def command_for(sweep: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """The trial's command line, expanded exactly as ``wandb agent`` expands it."""
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
@@ -141,10 +182,7 @@ def read_metrics(run_dir: Path) -> tuple[list[dict[str, float]], dict[str, float
 
 
 def _sweep_run(trial: Trial, running: bool = False) -> Any:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sweeps 0.2 declares a pydantic-1 Config
-        from sweeps import SweepRun
-
+    SweepRun = sweeps_module().SweepRun
     state = "running" if running else trial.state
     # the aliases: sweeps 0.2 declares pydantic-1 field names, under pydantic 2 only the aliases populate
     return SweepRun(name=f"trial-{trial.number}", state=state, config={k: {"value": v} for k, v in trial.params.items()},
@@ -152,8 +190,7 @@ def _sweep_run(trial: Trial, running: bool = False) -> Any:
 
 
 def run_trial(sweep: dict[str, Any], trial: Trial, trials: list[Trial], extra: list[str], name: str, root: str) -> None:
-    from sweeps import stop_runs
-
+    stop_runs = sweeps_module().stop_runs
     cmd = command_for(sweep, trial.params) + [*extra, f"--run.root={root}", f"--run.name={name}", f"--run.version=trial-{trial.number}"]
     print(f"[sweep {name}] trial {trial.number}: {' '.join(f'{k}={v}' for k, v in trial.params.items())}", flush=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")}
@@ -232,9 +269,10 @@ def main(argv: list[str]) -> None:
     if (Path(ns.root) / name).exists():
         raise UserError(f"sweep folder {Path(ns.root) / name} already exists: choose another --name")
     check_parameters(sweep, extra)
-    from sweeps import next_run
-
+    next_run = sweeps_module().next_run
     metric = (sweep.get("metric") or {}).get("name", "val/loss")
+    if "metric" in sweep:
+        check_metric(sweep, metric, extra)
     goal = (sweep.get("metric") or {}).get("goal", "minimize")
     trials: list[Trial] = []
     for number in range(1, ns.count + 1):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -70,10 +71,7 @@ class FileImageDataset(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> tuple[Tensor, int]:
-        from PIL import Image
-
-        with Image.open(self.files[i]) as im:
-            return v2.functional.pil_to_tensor(im.convert(self.mode)), self.labels[i]
+        return read_image(self.files[i], self.mode), self.labels[i]
 
 
 class HFImageDataset(Dataset):
@@ -114,7 +112,41 @@ class BatchCropFlip:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """The image files under ``folder``, each checked to be an image (see :func:`image_sizes`)."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    image_sizes(files)
+    return files
+
+
+def image_sizes(files: Sequence[Path]) -> list[tuple[int, int]]:
+    """Each file's ``(width, height)`` from its header: a file that is not an image PIL reads is
+    named at scan time, not in the middle of training (or never, by luck of the split). Only the
+    headers are read (threads: the work is file I/O), so a folder the size of ImageNet costs seconds."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from PIL import Image, UnidentifiedImageError
+
+    def size(path: Path) -> tuple[int, int]:
+        try:
+            with Image.open(path) as im:
+                return im.size
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"{path} is not an image PIL can read ({type(e).__name__}): remove it or replace it with the real image") from None
+
+    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 2)) as pool:
+        return list(pool.map(size, files, chunksize=256))
+
+
+def read_image(path: Path, mode: str) -> Tensor:
+    """An image file as a uint8 ``(C, H, W)`` tensor; a file that cannot be decoded (a truncated
+    JPEG passes the header check) is named."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return v2.functional.pil_to_tensor(im.convert(mode))
+    except OSError as e:
+        raise UserError(f"image {path} cannot be decoded ({e}): it is truncated or corrupted; remove it or replace it") from None
 
 
 def scan_image_folder(folder: Path) -> tuple[list[Path], list[int], list[str]]:

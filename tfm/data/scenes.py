@@ -47,6 +47,8 @@ from .images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     _image_files,
+    image_sizes,
+    read_image,
     _looks_like_path,
     image_channels,
     load_fashion_mnist,
@@ -270,14 +272,9 @@ class CocoDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         r = self.records[i]
-        return {"index": i, "image": _read_image(r["file"], self.mode), "boxes": r["boxes"].clone(), "labels": r["labels"].clone()}
+        return {"index": i, "image": read_image(r["file"], self.mode), "boxes": r["boxes"].clone(), "labels": r["labels"].clone()}
 
 
-def _read_image(path: Path, mode: str) -> Tensor:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return v2.functional.pil_to_tensor(im.convert(mode))
 
 
 # --- image + mask folders ------------------------------------------------------------------------------
@@ -313,6 +310,11 @@ def scan_mask_folder(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
         out = [(f, masks[f.stem]) for f in files if f.stem in masks]
         if not out:
             raise UserError(f"no image in {img_dir} has a mask PNG of the same name in {mask_dir}")
+        sizes = image_sizes([p for pair in out for p in pair])
+        for (image, mask), image_size, mask_size in zip(out, sizes[::2], sizes[1::2]):
+            if image_size != mask_size:
+                raise UserError(f"mask {mask} is {mask_size[0]}x{mask_size[1]} but its image {image} is "
+                                f"{image_size[0]}x{image_size[1]}: a mask must have its image's size")
         return out
 
     if (folder / "JPEGImages").is_dir() and (folder / "SegmentationClass").is_dir():
@@ -348,7 +350,7 @@ class MaskFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         img, mask = self.pairs[i]
-        return {"index": i, "image": _read_image(img, self.mode), "mask": read_mask(mask)}
+        return {"index": i, "image": read_image(img, self.mode), "mask": read_mask(mask)}
 
 
 # --- Hugging Face datasets ---------------------------------------------------------------------------
@@ -391,7 +393,7 @@ class PredictFiles(Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"index": i, "image": _read_image(self.files[i], self.mode)}
+        return {"index": i, "image": read_image(self.files[i], self.mode)}
 
 
 # --- transforms ---------------------------------------------------------------------------------------
