@@ -83,8 +83,6 @@ def step_flops(step) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
     add_runtime_args(ap)
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()

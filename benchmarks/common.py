@@ -25,7 +25,10 @@ def add_runtime_args(ap: argparse.ArgumentParser, cli: bool = False) -> None:
                     help="as Lightning's: 32-true, or autocast to bf16 / fp16 (fp16 with a gradient scaler)"
                     + (" (default: tfm's, bf16-mixed on GPUs)" if cli else ""))
     if not cli:
+        ap.add_argument("--quick", action="store_true", help="fewer cases and repetitions")
         ap.add_argument("--smoke", action="store_true", help="tiny shapes and one repetition: checks that the script runs, measures nothing")
+        ap.add_argument("--reps", type=int, default=None, help="timed repetitions of each side")
+        ap.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
 
 
 class Runtime:
@@ -41,6 +44,8 @@ class Runtime:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "Runtime":
+        if getattr(args, "threads", None):
+            torch.set_num_threads(args.threads)
         return cls(args.device, args.precision)
 
     def autocast(self) -> contextlib.AbstractContextManager:

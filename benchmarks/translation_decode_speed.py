@@ -80,16 +80,11 @@ def build_models(arch: str = "transformer_small", n: int = 256):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
     ap.add_argument("--sentences", type=int, default=None)
     add_runtime_args(ap)
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
     rt = Runtime.from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     reps = args.reps or (1 if args.smoke else 2 if args.quick else 4)
     n = args.sentences or (8 if args.smoke else 64 if args.quick else 256)
     batch = 4 if args.smoke else 32

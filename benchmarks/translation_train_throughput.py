@@ -93,15 +93,10 @@ def check_same_loss(ours: Seq2SeqTransformer, hf: MarianMTModel, b: dict[str, to
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads on both sides (default: torch's)")
     add_runtime_args(ap)
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
     rt = Runtime.from_args(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     reps = args.reps or (1 if args.smoke else 5 if args.quick else 10)
     if args.smoke:
         cases = {"transformer_tiny": 4}

@@ -55,8 +55,6 @@ def loss_fn(model, x, y):
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
     add_runtime_args(ap)
     args = ap.parse_args(argv)
     rt = Runtime.from_args(args)
