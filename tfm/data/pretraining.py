@@ -257,25 +257,24 @@ class MaskedLMCollator:
 
 
 class StaticMasks(Dataset):
-    """An evaluation split masked once, each instance from ``(seed, its index)`` alone: the same
-    masks every epoch, whatever the batch size or the number of DDP ranks (so validation numbers
-    of one process and of several agree, as google-research/bert's fixed evaluation set)."""
+    """An evaluation split whose instance ``i`` is masked from ``(seed, i)`` alone, on access: the
+    same masks every epoch, whatever the batch size or the number of DDP ranks (so validation
+    numbers of one process and of several agree, as google-research/bert's fixed evaluation set),
+    with nothing computed or held up front."""
 
     def __init__(self, instances: PretrainingInstances, collator: MaskedLMCollator, seed: int) -> None:
-        self.instances = instances
-        self.items: list[dict[str, Any]] = []
-        with torch.random.fork_rng(devices=[]):
-            for i in range(len(instances)):
-                item = instances[i]
-                torch.manual_seed(mix_seed(seed, i))
-                masked, labels = collator.mask(torch.from_numpy(item["input_ids"].astype(np.int64))[None])
-                self.items.append({**item, "input_ids": masked[0].numpy(), "labels": labels[0].numpy()})
+        self.instances, self.collator, self.seed = instances, collator, seed
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.instances)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
+        item = self.instances[i]
+        with torch.random.fork_rng(devices=[]):
+            # the CPU generator alone (torch.manual_seed would also queue a CUDA seed, a stack trace each time)
+            torch.default_generator.manual_seed(mix_seed(self.seed, i))
+            masked, labels = self.collator.mask(torch.from_numpy(item["input_ids"].astype(np.int64))[None])
+        return {**item, "input_ids": masked[0].numpy(), "labels": labels[0].numpy()}
 
 
 # --- the DataModule ---------------------------------------------------------------------------------
