@@ -34,17 +34,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import mix_seed
+from .sources import SPLIT_ALIASES, HubSpec, load_splits, require_columns, require_train
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 SPLITS = ("train", "validation", "test")
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
-_SPLIT_NAMES = {
-    "train": ("train",),
-    "validation": ("validation", "validation_matched", "val", "valid", "dev"),
-    "test": ("test", "test_matched"),
-}
 _OVERSTRIKE = re.compile(r"[^\x08]\x08")
 _SEPARATOR = re.compile(r"^%[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 ProblemType = Literal["single_label", "multi_label", "regression"]
@@ -551,8 +547,7 @@ class TextClassificationDataModule(TextDataModule):
                 raise UserError(f"the bundled fortunes {FORTUNES} are missing: restore data/fortunes/ or pass --data.source")
             return "fortunes"
         if src.startswith("hf:"):
-            if not src.removeprefix("hf:").partition(":")[0]:
-                raise UserError(f"--data.source {src!r} names no dataset: write hf:<name>[:<config>], e.g. hf:glue:sst2")
+            HubSpec.parse(src)
             return "hf"
         path = Path(src).expanduser()
         if path.is_dir():
@@ -587,16 +582,7 @@ class TextClassificationDataModule(TextDataModule):
         return {s: read_split_file(f, tc, pc, lc) for s, f in files.items() if f is not None}, {}
 
     def _read_hf(self) -> tuple[dict[str, RawSplit], dict[str, Any]]:
-        import datasets
-
-        if self._kind == "hf":
-            name, _, config = self.source.removeprefix("hf:").partition(":")
-            try:
-                ds = datasets.load_dataset(name, config or None)
-            except Exception as e:  # noqa: BLE001  (network, unknown name or config, ...)
-                raise UserError(f"could not load the Hugging Face dataset {self.source!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-        else:
-            ds = datasets.load_from_disk(str(Path(self.source).expanduser()))
+        ds = load_splits(HubSpec.parse(self.source) if self._kind == "hf" else self.source)
         return hf_splits(ds, self.source, self.text_column, self.text_pair_column, self.label_column)
 
     def _load(self) -> None:
@@ -810,7 +796,7 @@ class TextClassificationDataModule(TextDataModule):
 def _split_files(folder: Path) -> dict[str, Path | None]:
     """``train``/``validation``/``test`` files of a folder (``dev`` and ``val`` name validation)."""
     found: dict[str, Path | None] = {}
-    for split, names in _SPLIT_NAMES.items():
+    for split, names in SPLIT_ALIASES.items():
         found[split] = next(
             (folder / f"{n}{ext}{gz}" for n in names for ext in TABLE_SUFFIXES for gz in ("", ".gz") if (folder / f"{n}{ext}{gz}").is_file()), None
         )
@@ -818,20 +804,15 @@ def _split_files(folder: Path) -> dict[str, Path | None]:
 
 
 def hf_splits(ds: Any, name: str, text_column: str, pair_column: str | None, label_column: str) -> tuple[dict[str, RawSplit], dict[str, Any]]:
-    """Splits of a ``datasets`` ``DatasetDict`` (a lone ``Dataset`` is split here). A ClassLabel
+    """Splits of a ``datasets`` ``DatasetDict`` (from :func:`~tfm.data.sources.load_splits`). A ClassLabel
     label gives the names in its order (id -1, a hidden test label, is unlabelled); a sequence
     of them makes a multi-label problem; a float value a regression."""
     import datasets
 
-    if isinstance(ds, datasets.Dataset):
-        ds = datasets.DatasetDict({"train": ds})
-    picked = {s: next((n for n in names if n in ds), None) for s, names in _SPLIT_NAMES.items()}
-    if picked["train"] is None:
-        raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
-    features = ds[picked["train"]].features
-    for col, option in ((text_column, "text_column"), (pair_column, "text_pair_column"), (label_column, "label_column")):
-        if col is not None and col not in features:
-            raise UserError(f"dataset {name!r} has no column {col!r} (columns: {', '.join(features)}): set --data.{option}")
+    require_train(ds, name)
+    picked = {s: (s if s in ds else None) for s in SPLITS}
+    features = ds["train"].features
+    require_columns(features, {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"}, name)
     feature = features[label_column]
     info: dict[str, Any] = {}
     inner = getattr(feature, "feature", None)

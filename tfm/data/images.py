@@ -15,6 +15,7 @@ from torchvision.transforms import v2
 
 from ..errors import UserError
 from .loading import ResumableDataModule
+from .sources import HubSpec, load_splits, require_columns, require_train
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -277,11 +278,10 @@ class ImageDataModule(ResumableDataModule):
         self._native_size = 224
 
     def _inspect_hf(self, name: str, local: bool) -> None:
-        ds = load_hf_splits(name, local)
+        ds = load_splits(name if local else HubSpec.parse("hf:" + name, "--data.dataset", "hf:cifar10"))
+        require_train(ds, name)
         feats = ds["train"].features
-        for key in (self.image_key, self.label_key):
-            if key not in feats:
-                raise UserError(f"dataset {name!r} has no column {key!r}: set --data.image_key/--data.label_key (columns: {', '.join(feats)})")
+        require_columns(feats, {self.image_key: "image_key", self.label_key: "label_key"}, name)
         label = feats[self.label_key]
         self.class_names = list(label.names) if hasattr(label, "names") else [str(i) for i in range(max(ds["train"][self.label_key]) + 1)]
         self.kind, self._hf = "hf", ds
@@ -407,22 +407,6 @@ def image_channels(path: Path) -> int:
 
     with Image.open(path) as im:
         return 1 if im.mode in ("L", "1", "I;16", "I") else 3
-
-
-def load_hf_splits(name: str, local: bool) -> Any:
-    """A Hugging Face ``DatasetDict`` with a ``train`` split: ``load_from_disk`` (``local``) or
-    ``load_dataset`` by name; one clear line when it cannot be loaded or has no train split."""
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(name) if local else datasets.load_dataset(name)
-    except Exception as e:  # network, unknown name, ...
-        raise UserError(f"could not load the Hugging Face dataset {name!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if isinstance(ds, datasets.Dataset):
-        ds = datasets.DatasetDict({"train": ds})
-    if "train" not in ds:
-        raise UserError(f"dataset {name!r} has no 'train' split (it has {', '.join(ds)})")
-    return ds
 
 
 def setup_image_splits(dm: Any, stage: str, files_dataset: Callable[[list[Path], str], Dataset]) -> None:

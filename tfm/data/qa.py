@@ -40,6 +40,7 @@ from torchmetrics import Metric
 
 from ..errors import UserError
 from .loading import mix_seed
+from .sources import HubSpec, load_splits
 from .text import BROWN, BrownDocument, detokenize, read_brown
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
@@ -156,24 +157,14 @@ def read_squad_file(path: str | Path) -> list[QAExample]:
     return row_examples(rows, str(path))
 
 
-def read_hf_squad(name: str, config: str | None = None) -> dict[str, list[QAExample]]:
-    """The splits of a Hugging Face SQuAD-format dataset (``squad``, ``squad_v2``, or a folder
-    written by ``save_to_disk``), as examples."""
-    import datasets
-
-    try:
-        if (Path(name).expanduser() / "dataset_dict.json").is_file():
-            ds = datasets.load_from_disk(str(Path(name).expanduser()))
-        else:
-            ds = datasets.load_dataset(name, config)
-    except Exception as e:  # noqa: BLE001  (network, unknown name or config, ...)
-        raise UserError(f"could not load the Hugging Face dataset {name!r} (config {config!r}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(ds, datasets.DatasetDict):
-        ds = datasets.DatasetDict({"train": ds})
+def read_hf_squad(spec: str) -> dict[str, list[QAExample]]:
+    """The splits of a Hugging Face SQuAD-format dataset (``hf:squad``, ``hf:squad_v2``, or
+    ``hf:<a save_to_disk folder>``), as examples."""
+    ds = load_splits(HubSpec.parse(spec, example="hf:squad_v2"))
     missing = {"id", "question", "context", "answers"} - set(next(iter(ds.values())).column_names)
     if missing:
-        raise UserError(f"dataset {name!r} is not in SQuAD format: it has no column {', '.join(sorted(missing))}")
-    return {split: row_examples(d, f"{name}[{split}]") for split, d in ds.items()}
+        raise UserError(f"dataset {spec!r} is not in SQuAD format: it has no column {', '.join(sorted(missing))}")
+    return {split: row_examples(d, f"{spec}[{split}]") for split, d in ds.items()}
 
 
 def check_examples(examples: Sequence[QAExample], origin: str, version_2_with_negative: bool, labelled: bool = True) -> None:
@@ -962,8 +953,8 @@ class QuestionAnsweringDataModule(TextDataModule):
             raise UserError("--data.source files needs --data.train_file and/or --data.validation_file (SQuAD JSON)")
         if source not in ("generated", "files") and not source.startswith("hf:"):
             raise UserError(f"--data.source {source!r} is not a QA source: use generated, hf:<name>[:<config>] (hf:squad, hf:squad_v2) or --data.train_file/validation_file")
-        if source.startswith("hf:") and not source.removeprefix("hf:").partition(":")[0]:
-            raise UserError(f"--data.source {source!r} names no dataset: write hf:<name>[:<config>], e.g. hf:squad_v2")
+        if source.startswith("hf:"):
+            HubSpec.parse(source, example="hf:squad_v2")
         for name, path in (("train_file", train_file), ("validation_file", validation_file), ("test_file", test_file), ("predict_file", predict_file)):
             if path is not None and not Path(path).expanduser().is_file():
                 raise UserError(f"--data.{name} {path} does not exist: pass a SQuAD JSON file or JSON lines of {{id, question, context}}")
@@ -1029,8 +1020,7 @@ class QuestionAnsweringDataModule(TextDataModule):
                     examples = read_squad_file(self.files[split])  # type: ignore[arg-type]
                 else:
                     if self._hf is None:
-                        name, _, config = self.source.removeprefix("hf:").partition(":")
-                        self._hf = read_hf_squad(name, config or None)
+                        self._hf = read_hf_squad(self.source)
                     have = self._hf.get(split) or (self._hf.get("validation") if split == "test" else None)
                     if have is None:
                         raise UserError(f"the dataset {self.source} has no {split} split (it has {', '.join(self._hf)})")

@@ -52,11 +52,11 @@ from .images import (
     _looks_like_path,
     image_channels,
     load_fashion_mnist,
-    load_hf_splits,
     setup_image_splits,
     split_indices,
 )
 from .loading import ResumableDataModule, mix_seed
+from .sources import HubSpec, load_splits, require_columns, require_train
 
 SCENE_FORMAT = 1  # bump when the generator would draw different scenes for the same seed
 VOC_CLASSES = [
@@ -573,12 +573,11 @@ class _DenseDataModule(ResumableDataModule):
         raise NotImplementedError
 
     def _inspect_hf(self, name: str, local: bool) -> None:
-        ds = load_hf_splits(name, local)
+        ds = load_splits(name if local else HubSpec.parse("hf:" + name, "--data.dataset", "hf:scene_parse_150"))
+        require_train(ds, name)
         feats = ds["train"].features
         key = self.mask_key if self.task == "segmentation" else self.objects_key
-        for k, what in ((self.image_key, "image_key"), (key, "mask_key" if self.task == "segmentation" else "objects_key")):
-            if k not in feats:
-                raise UserError(f"dataset {name!r} has no column {k!r}: set --data.{what} (columns: {', '.join(feats)})")
+        require_columns(feats, {self.image_key: "image_key", key: "mask_key" if self.task == "segmentation" else "objects_key"}, name)
         self.kind, self._hf = "hf", ds
         first = ds["train"][0][self.image_key]
         self.in_chans = 1 if first.mode in ("L", "1") else 3

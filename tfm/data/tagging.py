@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import mix_seed
+from .sources import HubSpec, load_splits, require_columns
 from .text import BROWN, read_brown
 from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
 
@@ -522,29 +523,20 @@ def read_conllu(path: str | Path, tag_column: int | str = "upos", split: str = "
     return TaggedSplit(sentences, split, str(path), lines)
 
 
-def read_hf_tagging(name: str, config: str | None = None, word_column: str = "tokens", tag_column: str = "ner_tags") -> tuple[dict[str, TaggedSplit], list[str] | None]:
-    """The splits of a Hugging Face dataset (a hub name, or a folder from ``save_to_disk``) and
-    its tag names when the tags are a ``ClassLabel`` sequence (None: string tags)."""
+def read_hf_tagging(spec: str, word_column: str = "tokens", tag_column: str = "ner_tags") -> tuple[dict[str, TaggedSplit], list[str] | None]:
+    """The splits of a Hugging Face dataset (``hf:<name>[:<config>]``, or ``hf:<a save_to_disk
+    folder>``) and its tag names when the tags are a ``ClassLabel`` sequence (None: string tags)."""
     import datasets
 
-    try:
-        if Path(name).expanduser().is_dir():
-            ds = datasets.load_from_disk(str(Path(name).expanduser()))
-        else:
-            ds = datasets.load_dataset(name, config)
-    except Exception as e:  # noqa: BLE001  (network, unknown name or config, not a dataset folder, ...)
-        raise UserError(f"could not load the Hugging Face dataset {name!r} (config {config!r}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if not isinstance(ds, datasets.DatasetDict):
-        raise UserError(f"{name} is a single dataset: tfm needs train and validation splits (a DatasetDict)")
+    ds = load_splits(HubSpec.parse(spec, example="hf:conll2003"), lone=None)
+    name = spec
     names: list[str] | None = None
     splits: dict[str, TaggedSplit] = {}
     for split in SPLITS:
         if split not in ds:
             continue
         d = ds[split]
-        for col in (word_column, tag_column):
-            if col not in d.column_names:
-                raise UserError(f"dataset {name!r} has no column {col!r} in its {split} split (columns: {', '.join(d.column_names)})")
+        require_columns(d.column_names, {word_column: "word_column", tag_column: "tag_column"}, name, f" in its {split} split")
         feature = getattr(d.features[tag_column], "feature", None)
         if isinstance(feature, datasets.ClassLabel):
             names = list(feature.names)
@@ -766,8 +758,8 @@ class TokenClassificationDataModule(TextDataModule):
             given = [f"--data.{s}_file" for s, f in files.items() if f is not None]
             if given:
                 raise UserError(f"{', '.join(given)} is read only with --data.source conll or conllu, not {source}")
-            if source == "hf:":
-                raise UserError("--data.source hf: names no dataset: write hf:<name>[:<config>], e.g. hf:conll2003")
+            if source.startswith("hf:"):
+                HubSpec.parse(source, example="hf:conll2003")
             if source in BUILTIN_SOURCES and not BROWN.is_file():
                 raise UserError(f"the bundled Brown corpus {BROWN} is missing: restore data/brown/ or pass another --data.source")
         else:
@@ -811,8 +803,7 @@ class TokenClassificationDataModule(TextDataModule):
                 splits[split] = TaggedSplit(sentences, split)
             self._label_names = list(UNIVERSAL_TAGS if self.source == "brown_pos" else NER_TAGS)
         elif self.source.startswith("hf:"):
-            name, _, config = self.source.removeprefix("hf:").partition(":")
-            splits, names = read_hf_tagging(name, config or None, self.word_column, self.tag_column or "ner_tags")
+            splits, names = read_hf_tagging(self.source, self.word_column, self.tag_column or "ner_tags")
             self._label_names = names
         else:
             reader = read_conll if self.source == "conll" else read_conllu

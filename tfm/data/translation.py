@@ -57,8 +57,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .classification import _SPLIT_NAMES, _open_text, _table_kind, read_table
+from .classification import _open_text, _table_kind, read_table
 from .loading import ResumableDataModule, TokenBatchSampler, mix_seed
+from .sources import HubSpec, load_splits, require_train
 from .tokenizers import (
     BPE_SPECIAL_TOKENS,
     BYTE_TOKENS,
@@ -312,21 +313,13 @@ def read_source_lines(path: str | Path, source_column: str, fmt: str = "txt") ->
     return Pairs(src, None, str(path), rows)
 
 
-def hf_pairs(name: str, config: str | None, source_column: str, target_column: str) -> dict[str, Pairs]:
+def hf_pairs(spec: str, source_column: str, target_column: str) -> dict[str, Pairs]:
     """The splits of a Hugging Face translation dataset (``translation`` dicts or two columns);
     pairs with an empty side are skipped with a warning."""
-    import datasets
-
-    label = f"hf:{name}" + (f":{config}" if config else "")
-    try:
-        ds = datasets.load_dataset(name, config or None)
-    except Exception as e:  # noqa: BLE001  (network, unknown name or config, ...)
-        raise UserError(f"could not load the Hugging Face dataset {label!r}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
-    if isinstance(ds, datasets.Dataset):
-        ds = datasets.DatasetDict({"train": ds})
-    picked = {s: next((n for n in names if n in ds), None) for s, names in _SPLIT_NAMES.items()}
-    if picked["train"] is None:
-        raise UserError(f"dataset {label!r} has no 'train' split (it has {', '.join(ds)})")
+    label = spec
+    ds = load_splits(HubSpec.parse(spec, example="hf:wmt14:de-en"))
+    require_train(ds, label)
+    picked = {s: (s if s in ds else None) for s in SPLITS}
     out: dict[str, Pairs] = {}
     for split, key in picked.items():
         if key is None:
@@ -557,8 +550,8 @@ class TranslationDataModule(ResumableDataModule):
                         raise UserError(f"--data.{option} {lang!r} is not a language of the bundled Bible: choose en or es")
                 if source_column is not None or target_column is not None:
                     raise UserError("--data.source_column/--data.target_column apply to files and datasets, not to the bundled Bible")
-            elif not source.removeprefix("hf:").partition(":")[0]:
-                raise UserError(f"--data.source {source!r} names no dataset: write hf:<name>[:<config>], e.g. hf:opus_books:en-es")
+            elif source.startswith("hf:"):
+                HubSpec.parse(source, example="hf:opus_books:en-es")
         else:
             raise UserError(f"--data.source {source!r} is unknown: choose bible, tsv, jsonl or hf:<name>[:<config>]")
         if (source_column or source_lang) == (target_column or target_lang):
@@ -622,8 +615,7 @@ class TranslationDataModule(ResumableDataModule):
                 out["test"] = out["validation"]
             return out
         if self.source.startswith("hf:"):
-            name, _, config = self.source.removeprefix("hf:").partition(":")
-            raw = hf_pairs(name, config or None, self.source_column, self.target_column)
+            raw = hf_pairs(self.source, self.source_column, self.target_column)
         else:
             raw = {s: read_pair_file(f, self.source_column, self.target_column, self.source) for s, f in self.files.items() if f is not None}
         if "validation" not in raw:

@@ -1,0 +1,126 @@
+"""Hugging Face datasets as every DataModule reads them: one spec syntax, one set of split names,
+one column check and one set of error messages.
+
+* ``hf:<name>[:<config>][@<revision>]``: a dataset on the Hub (``hf:glue:sst2``,
+  ``hf:wikimedia/wikipedia:20231101.en``, ``hf:squad@<commit>``), through ``datasets.load_dataset``
+  and its cache (``HF_DATASETS_OFFLINE=1`` reads the cache alone);
+* a folder written by ``datasets.save_to_disk`` (a ``DatasetDict`` or a lone ``Dataset``), also
+  as ``hf:<folder>``.
+
+Split names are made canonical (``train``, ``validation``, ``test``; ``dev``, ``valid``,
+``validation_matched`` ... are aliases); a lone ``Dataset`` is the ``train`` split.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import UserError
+
+SPLITS = ("train", "validation", "test")
+SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
+    "train": ("train",),
+    "validation": ("validation", "validation_matched", "val", "valid", "dev"),
+    "test": ("test", "test_matched"),
+}
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """``hf:<name>[:<config>][@<revision>]``."""
+
+    name: str
+    config: str | None = None
+    revision: str | None = None
+
+    @classmethod
+    def parse(cls, spec: str, option: str = "--data.source", example: str = "hf:glue:sst2") -> HubSpec:
+        body = spec.removeprefix("hf:")
+        body, _, revision = body.partition("@")
+        name, _, config = body.partition(":")
+        if not name:
+            raise UserError(f"{option} {spec!r} names no dataset: write hf:<name>[:<config>][@<revision>], e.g. {example}")
+        return cls(name, config or None, revision or None)
+
+    def __str__(self) -> str:
+        return f"hf:{self.name}" + (f":{self.config}" if self.config else "") + (f"@{self.revision}" if self.revision else "")
+
+
+def is_hub(spec: str) -> bool:
+    return spec.startswith("hf:")
+
+
+def is_saved_dataset(path: str | Path) -> bool:
+    """A folder written by ``save_to_disk`` (a ``DatasetDict`` or a ``Dataset``)."""
+    p = Path(path).expanduser()
+    return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
+
+
+def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train") -> Any:
+    """A ``DatasetDict`` with canonical split names from a hub spec or a ``save_to_disk`` folder
+    (``split``: that split alone, as a ``Dataset``). A lone ``Dataset`` becomes the ``lone``
+    split (None: refused, for tasks that need given splits). One line when it cannot be loaded."""
+    import datasets
+
+    if isinstance(source, str) and is_hub(source):
+        source = HubSpec.parse(source)
+    label = str(source)
+    try:
+        if isinstance(source, HubSpec) and not is_saved_dataset(source.name):
+            revision = {"revision": source.revision} if source.revision else {}
+            ds = datasets.load_dataset(source.name, source.config, **revision)
+        elif isinstance(source, HubSpec):  # hf:<a save_to_disk folder>
+            ds = datasets.load_from_disk(str(Path(source.name).expanduser()))
+        else:
+            ds = datasets.load_from_disk(str(Path(source).expanduser()))
+    except Exception as e:  # noqa: BLE001  (network, unknown name or config, not a dataset folder, ...)
+        first = str(e).splitlines()[0] if str(e) else ""
+        offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)" if _offline() else ""
+        raise UserError(f"could not load the Hugging Face dataset {label!r}{offline}: {type(e).__name__}: {first}") from None
+    if isinstance(ds, datasets.Dataset):
+        if lone is None:
+            raise UserError(f"{label} is a single dataset: tfm needs train and validation splits (a DatasetDict)")
+        ds = datasets.DatasetDict({lone: ds})
+    ds = canonical_splits(ds)
+    if split is not None:
+        if split not in ds:
+            raise UserError(f"dataset {label!r} has no {split!r} split (it has {', '.join(ds)})")
+        return ds[split]
+    return ds
+
+
+def canonical_splits(ds: Any) -> Any:
+    """The splits renamed: for each of train / validation / test, the first of its aliases there
+    (``dev`` -> ``validation``, ...); other splits keep their names."""
+    import datasets
+
+    out, used = {}, set()
+    for split, names in SPLIT_ALIASES.items():
+        found = next((n for n in names if n in ds), None)
+        if found is not None:
+            out[split] = ds[found]
+            used.add(found)
+    out.update({k: v for k, v in ds.items() if k not in used and k not in out})
+    return datasets.DatasetDict(out)
+
+
+def require_train(ds: Any, label: str) -> None:
+    if "train" not in ds:
+        raise UserError(f"dataset {label!r} has no 'train' split (it has {', '.join(ds)})")
+
+
+def require_columns(columns: Iterable[str], needed: dict[str, str | None], label: str, where: str = "") -> None:
+    """Each needed column (``{column: the option that names it}``) is there; else one line naming
+    the columns there are and the option to set."""
+    have = list(columns)
+    for column, option in needed.items():
+        if column is not None and column not in have:
+            hint = f": set --data.{option}" if option else ""
+            raise UserError(f"dataset {label!r} has no column {column!r}{where} (columns: {', '.join(have)}){hint}")
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
