@@ -319,10 +319,14 @@ class StopSignals(Callback):
         else:
             self.checkpoint = self.checkpoint_dir / "last.ckpt"
             trainer.save_checkpoint(self.checkpoint)
-            # Lightning's ModelCheckpoint would write last.ckpt again at the end of the cut epoch,
-            # counting the epoch as done; it skips a step it has saved (a private it keeps for this)
+            # Lightning's ModelCheckpoint would write last.ckpt again as training ends (on_train_end,
+            # when it has saved no last.ckpt itself in this run) or at the end of the cut epoch,
+            # then counting the epoch as done: a resume would skip the rest of it. It skips a step
+            # it has saved and a last.ckpt it has written (privates it keeps for this; pinned by
+            # tests/test_resume.py's Ctrl-C test, which stops mid-epoch)
             for cb in trainer.checkpoint_callbacks:
                 cb._last_global_step_saved = trainer.global_step
+                cb._last_checkpoint_saved = str(self.checkpoint)
             self.stopped_by = signum
         trainer.should_stop = True  # Slurm ends the job; stop cleanly if it has not yet
 

@@ -281,6 +281,17 @@ class SeededTransform(Dataset):
             return [(self.transform(x), y) for x, y in samples]
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which stops at a batch
+    end with a checkpoint (:class:`~tfm.callbacks.StopSignals`); a worker that died of the signal
+    would end that process first ("DataLoader worker exited unexpectedly"). Workers still end
+    with the training process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _as_is(batch: Any) -> Any:
     """The collate function of a loader whose dataset returns whole batches."""
     return batch
@@ -328,6 +339,7 @@ class ResumableDataModule(pl.LightningDataModule):
             persistent_workers=workers > 0,
             pin_memory=on_cuda,  # page-locked batches copy to the GPU asynchronously
             generator=torch.Generator().manual_seed(self.seed),
+            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
             **sampling,
         )
 
@@ -347,7 +359,9 @@ class ResumableDataModule(pl.LightningDataModule):
         than of ``batch_size``; the checkpointed position skips its batches done."""
         if batch_sampler is not None:
             if self._resume is not None:
-                batch_sampler.resume_epoch = self._resume["epoch"]
+                # the epoch too, not only at Lightning's set_epoch: a loader with workers draws its
+                # first batches when its iterator is made, which on a restart comes before set_epoch
+                batch_sampler.epoch = batch_sampler.resume_epoch = self._resume["epoch"]
                 batch_sampler.skip_batches = self._resume["batches"]
                 self._resume = None
             self._train_sampler = batch_sampler
@@ -357,7 +371,7 @@ class ResumableDataModule(pl.LightningDataModule):
         drop_last = n > self.batch_size * replicas
         sampler = ResumableSampler(n, shuffle=True, seed=self.seed, num_replicas=replicas, rank=rank, drop_last=drop_last)
         if self._resume is not None:
-            sampler.resume_epoch = self._resume["epoch"]
+            sampler.epoch = sampler.resume_epoch = self._resume["epoch"]  # see above: before set_epoch
             sampler.skip_samples = self._resume["batches"] * self.batch_size
             self._resume = None
         self._train_sampler = sampler
