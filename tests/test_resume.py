@@ -50,6 +50,12 @@ def test_ctrl_c_stops_with_a_checkpoint_and_the_runs_own_config_resumes_it_bitwi
     assert 2 < stopped < 12
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(task, tmp_path):
+    config, args = TASKS[task]
+    assert_exact_resume(config, args, tmp_path, steps=12)
+
+
 @pytest.mark.parametrize("task, workers", [("translation_small_bible", 0), ("vit_tiny_fashion", 1)])
 def test_resume_from_an_epochs_last_step_then_again_is_exact(tmp_path, task, workers):
     """A run stopped right after an epoch's last step resumes into the next epoch's batches (not
