@@ -87,13 +87,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
     rt = Runtime.from_args(args)
-    reps = args.reps or (1 if args.smoke else 5 if args.quick else 12)
-    if args.smoke:
-        cases = {"bert_tiny": 4}
-    elif rt.device.type == "cuda":
-        cases = {"bert_base": 64, "bert_large": 32}
-    else:
-        cases = {"bert_mini": 16} if args.quick else {"bert_mini": 32, "bert_base": 16}
+    reps = args.reps or rt.pick(args, smoke=1, quick=5, full=12)
+    cases = rt.pick(args, smoke={"bert_tiny": 4}, quick={"bert_mini": 16}, full={"bert_mini": 32, "bert_base": 16},
+                    gpu={"bert_base": 64, "bert_large": 32})
     seq_len = 32 if args.smoke else SEQ_LEN
     for arch, batch in cases.items():
         p = BERT_PRESETS[arch]

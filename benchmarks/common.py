@@ -48,6 +48,14 @@ class Runtime:
             torch.set_num_threads(args.threads)
         return cls(args.device, args.precision)
 
+    def pick(self, args: argparse.Namespace, smoke: Any, quick: Any, full: Any, gpu: Any = None) -> Any:
+        """What a benchmark runs in this mode: ``--smoke``, a GPU (``gpu``, when given), ``--quick``, or the full run."""
+        if args.smoke:
+            return smoke
+        if self.device.type == "cuda" and gpu is not None:
+            return gpu
+        return quick if args.quick else full
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.dtype is None:
             return contextlib.nullcontext()

@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
     rt = Runtime.from_args(args)
-    reps = args.reps or (1 if args.smoke else 2 if args.quick else 4)
-    n = args.sentences or (8 if args.smoke else 64 if args.quick else 256)
+    reps = args.reps or rt.pick(args, smoke=1, quick=2, full=4)
+    n = args.sentences or rt.pick(args, smoke=8, quick=64, full=256)
     batch = 4 if args.smoke else 32
     exact = rt.dtype is None
     t0 = time.perf_counter()

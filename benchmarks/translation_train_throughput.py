@@ -97,13 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     hf_logging.set_verbosity_error()
     rt = Runtime.from_args(args)
-    reps = args.reps or (1 if args.smoke else 5 if args.quick else 10)
-    if args.smoke:
-        cases = {"transformer_tiny": 4}
-    elif rt.device.type == "cuda":
-        cases = {"transformer_small": 256, "transformer_base": 256}
-    else:
-        cases = {"transformer_small": 64} if args.quick else {"transformer_small": 64, "transformer_base": 32}
+    reps = args.reps or rt.pick(args, smoke=1, quick=5, full=10)
+    cases = rt.pick(args, smoke={"transformer_tiny": 4}, quick={"transformer_small": 64},
+                    full={"transformer_small": 64, "transformer_base": 32}, gpu={"transformer_small": 256, "transformer_base": 256})
     for arch, batch in cases.items():
         p = TRANSFORMER_PRESETS[arch]
         torch.manual_seed(0)

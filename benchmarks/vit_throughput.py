@@ -58,8 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     add_runtime_args(ap)
     args = ap.parse_args(argv)
     rt = Runtime.from_args(args)
-    reps = args.reps or (1 if args.smoke else 5 if args.quick else 15)
-    cases = SMOKE_CASES if args.smoke else {**CASES, **GPU_CASES} if rt.device.type == "cuda" else CASES
+    reps = args.reps or rt.pick(args, smoke=1, quick=5, full=15)
+    cases = rt.pick(args, smoke=SMOKE_CASES, quick=CASES, full=CASES, gpu={**CASES, **GPU_CASES})
     for name, c in cases.items():
         cfg = dict(c)
         batch, stem = cfg.pop("batch"), cfg.pop("stem")
