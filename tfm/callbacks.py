@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +71,6 @@ class ThroughputMonitor(Callback):
         if self.peak_flops is None:
             dev, dtype = pl_module.device, precision_dtype(trainer.precision)
             if dev.type == "cuda":
-                import warnings
-
                 from lightning.fabric.utilities.throughput import get_available_flops
 
                 with warnings.catch_warnings():
@@ -271,20 +272,14 @@ class StopSignals(Callback):
         self._previous: dict[int, Any] = {}
 
     def _install(self, sig: int) -> None:
-        import signal
-
         self._previous[sig] = signal.signal(sig, self._flag)
 
     def _flag(self, signum: int, frame: Any) -> None:
-        import signal
-
         self.signum = signum
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        import signal
-
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
         env = trainer._accelerator_connector.cluster_environment
@@ -294,9 +289,6 @@ class StopSignals(Callback):
             self._install(self._requeue_signal)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import signal
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
         # after the Trainer registered its SIGTERM handler (which would raise at the next batch
@@ -331,8 +323,6 @@ class StopSignals(Callback):
         trainer.should_stop = True  # Slurm ends the job; stop cleanly if it has not yet
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        import signal
-
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}

@@ -17,8 +17,12 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,10 +40,10 @@ from .callbacks import AttentionMapLogger, MetricsFile, PredictionWriter, RunIde
 from .checkpointing import AtomicCheckpointIO, remove_partial_checkpoints
 from .errors import UserError
 from .hardware import check_accelerator, check_precision, default_precision, enable_tf32, uses_cuda
-from .validation import check_config
 from .nn.config import ConfigError
 from .nn.convert import ConversionError
 from .tasks import TaskModule
+from .validation import check_config
 from . import data as _data  # noqa: F401  (registers DataModules for short class paths)
 
 
@@ -116,8 +120,6 @@ def check_writable(run_dir: Path) -> None:
         parent = parent.parent
     if not parent.is_dir():
         raise UserError(f"run folder {run_dir} cannot be made: {parent} is a file: pass --run.root=<a folder>")
-    import tempfile
-
     try:  # the one sure test (root may write where the permission bits say no; /proc, read-only mounts)
         os.rmdir(tempfile.mkdtemp(prefix=".tfm-write-test-", dir=parent))
     except OSError as e:
@@ -468,8 +470,6 @@ class TFMCLI(LightningCLI):
     def after_fit(self) -> None:
         stop = next((c for c in self.trainer.callbacks if isinstance(c, StopSignals)), None)
         if stop is not None and stop.stopped_by:
-            import signal
-
             if is_rank_zero():
                 config = Path(self.trainer.default_root_dir) / "config.yaml"
                 print(f"tfm: stopped by {signal.Signals(stop.stopped_by).name} at step {self.trainer.global_step}, checkpoint "
@@ -489,10 +489,7 @@ class TFMCLI(LightningCLI):
 def concise_parse_error(message: str) -> str:
     """The gist of a jsonargparse error: which key is unknown or which value is bad, and the valid
     values where the type is a choice (``Literal``)."""
-    import re
-
-    keys = [k for k in re.findall(r'Parser key "([^"]+)"', message)]
-    where = ".".join(keys)
+    where = ".".join(re.findall(r'Parser key "([^"]+)"', message))
     given = re.search(r"(?:Got value|Given value): (.+)", message)
     got = given.group(1).strip() if given else None
     if got and got.startswith("NestedArg("):
@@ -589,8 +586,6 @@ class RunGuard:
         self.before = {p for p in run_dir.rglob("*")} if run_dir.exists() else None
 
     def undo(self, trainer: Trainer | None) -> None:
-        import shutil
-
         if not is_rank_zero() or (trainer is not None and trainer.global_step > 0):
             return
         if self.before is None:  # a new run: all of it, and the folders made for it
@@ -681,8 +676,6 @@ def _one_line(e: BaseException) -> str:
 
 def _lightning_user_error(e: BaseException) -> UserError | None:
     """Lightning's checks of values that depend on the data (known only once it is loaded), as one line."""
-    import re
-
     m = re.search(r"`val_check_interval` \((\d+)\) must be less than or equal to the number of the training batches \((\d+)\)", str(e))
     if m:
         every, batches = m.groups()

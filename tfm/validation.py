@@ -100,8 +100,8 @@ TRAINER: dict[str, Range] = {
 def check_config(cfg: Any, subcommand: str) -> None:
     """Every model, data and Trainer value of a parsed config that is out of its range: one line."""
     for group in ("model", "data"):
-        args = (cfg.get(group) or {}).get("init_args") if hasattr(cfg.get(group), "get") else None
-        for key, value in (dict(vars(args)) if args is not None else {}).items():
+        args = getattr(cfg.get(group), "init_args", None)  # a class_path + init_args namespace
+        for key, value in (vars(args) if args is not None else {}).items():
             if key in ARGUMENTS:
                 ARGUMENTS[key].check(f"{group}.{key}", value)
     trainer = cfg.get("trainer")

@@ -112,10 +112,12 @@ class BatchCropFlip:
         return x[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows[:, None, :, None], cols[:, None, None, :]]
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """The image files under ``folder``, each checked to be an image (see :func:`image_sizes`)."""
+def _image_files(folder: Path, check: bool = True) -> list[Path]:
+    """The image files under ``folder``, each checked to be an image (see :func:`image_sizes`)
+    unless the caller reads their headers itself (``check=False``)."""
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    image_sizes(files)
+    if check:
+        image_sizes(files)
     return files
 
 

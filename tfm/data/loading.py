@@ -17,6 +17,7 @@ order, with the same augmentations, as a run never interrupted:
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, Sampler
+
 from ..hardware import auto_num_workers
 
 
@@ -286,8 +288,6 @@ def _ignore_stop_signals(worker_id: int) -> None:
     end with a checkpoint (:class:`~tfm.callbacks.StopSignals`); a worker that died of the signal
     would end that process first ("DataLoader worker exited unexpectedly"). Workers still end
     with the training process."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 

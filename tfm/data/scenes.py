@@ -300,7 +300,7 @@ def scan_mask_folder(folder: Path) -> dict[str, list[tuple[Path, Path]]]:
     ``images/`` + ``masks/`` (one pool); masks match images by file stem."""
     def pairs(img_dir: Path, mask_dir: Path, stems: list[str] | None = None) -> list[tuple[Path, Path]]:
         masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() == ".png"}
-        files = _image_files(img_dir)
+        files = _image_files(img_dir, check=False)  # checked below with their masks, one header read each
         if stems is not None:
             by_stem = {p.stem: p for p in files}
             missing = [s for s in stems if s not in by_stem]
