@@ -34,7 +34,7 @@ bench: install
 	$(PY) benchmarks/run_all.py --quick
 
 # the GPU suite on one CUDA device (every task at its GPU size through the CLI, then the side-by-side
-# benchmarks), ~8 minutes; QUICK=1: tiny sizes on the CPU (the test suite runs it)
+# benchmarks), sized for 8 minutes (not yet timed on a GPU); QUICK=1: tiny sizes on the CPU (the test suite runs it)
 bench-gpu: install
 	WANDB_MODE=offline $(PY) benchmarks/gpu_suite.py $(if $(QUICK),--quick)
 
