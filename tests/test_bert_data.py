@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -260,7 +261,7 @@ def test_datamodule_batches_and_cache(cache, tmp_path):
     again = BertPretrainingDataModule(max_documents=40, vocab_size=2000, cache_dir=str(cache), batch_size=8, max_seq_length=64)
     again.setup("fit")
     assert time.perf_counter() - start < 2.0 and again._documents is None
-    assert torch.equal(torch.from_numpy(again.train_set.ids), torch.from_numpy(dm.train_set.ids))
+    assert list(again.train_set.ds["input_ids"]) == list(dm.train_set.ds["input_ids"])
 
 
 def test_datamodule_resumes_with_the_same_batches(cache):
@@ -288,3 +289,48 @@ def test_datamodule_errors(tmp_path):
         BertPretrainingDataModule(val_fraction=0.6, test_fraction=0.5)
     with pytest.raises(UserError, match="max_seq_length"):
         BertPretrainingDataModule(max_seq_length=4)
+    with pytest.raises(UserError, match=r"--data.num_proc 999 is not between 1 and the \d+ CPUs"):
+        BertPretrainingDataModule(num_proc=999)
+
+
+# --- preparation on datasets ------------------------------------------------------------------------
+def test_instances_do_not_depend_on_the_number_of_processes(cache, tmp_path):
+    """The same instances from 1 and 2 preparation processes; the splits are memory-mapped Arrow,
+    read in place (read-only views), and a reader pickles as its file."""
+    import pickle
+
+    kwargs = {"max_documents": 40, "vocab_size": 2000, "max_seq_length": 64}
+    one = BertPretrainingDataModule(cache_dir=str(cache), num_proc=1, **kwargs)
+    two = BertPretrainingDataModule(cache_dir=str(tmp_path / "two"), num_proc=2, **kwargs)
+    two._tokenizer = one.tokenizer  # training a vocabulary is not reproducible to the token (see wordpiece_tokenizer)
+    one.setup("fit")
+    two.setup("fit")
+    assert len(list((tmp_path / "two" / "pretraining").glob("*/train_0000*_of_00002.arrow"))) == 2  # two processes wrote it
+    for split in ("train_set", "val_set", "test_set"):
+        a, b = getattr(one, split), getattr(two, split)
+        assert len(a) == len(b) > 0
+        assert list(a.ds["input_ids"]) == list(b.ds["input_ids"]) and list(a.ds["next_sentence_label"]) == list(b.ds["next_sentence_label"])
+    item = one.train_set[3]
+    assert item["input_ids"].dtype == np.int32 and not item["input_ids"].flags.writeable  # a view of the mapped file
+    again = pickle.loads(pickle.dumps(one.train_set))
+    assert all(np.array_equal(again[i]["input_ids"], one.train_set[i]["input_ids"]) for i in (0, 5, len(again) - 1))
+
+
+def test_tokenizer_reads_a_seeded_sample_of_a_large_corpus(tmp_path):
+    from tfm.data.text import row_sizes, sample_rows
+
+    sizes = np.arange(1, 101)
+    picks = sample_rows(sizes, 500, seed=0)
+    assert list(picks) == sorted(picks) and sizes[picks].sum() <= 500 < sizes[picks].sum() + sizes.max()
+    assert list(picks) == list(sample_rows(sizes, 500, seed=0)) != list(sample_rows(sizes, 500, seed=1))
+    assert list(sample_rows(sizes, 10**9, seed=0)) == list(range(100))  # a small corpus: all of it, in order
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.txt").write_text(f"Document {i} says hello.\nIt ends here.\n" * (i + 1))
+    source = resolve_source(str(folder))
+    assert list(row_sizes(source.dataset())) == [(folder / f"{i}.txt").stat().st_size for i in range(6)]
+    kwargs = {"source": str(folder), "vocab_size": 100, "cache_dir": str(tmp_path / "c"), "val_fraction": 0.2, "test_fraction": 0.2}
+    whole = BertPretrainingDataModule(**kwargs).tokenizer.get_vocab()
+    sampled = BertPretrainingDataModule(tokenizer_sample_bytes=60, **kwargs).tokenizer.get_vocab()
+    assert "document" in whole and "document" in sampled and len(sampled) < len(whole)

@@ -43,3 +43,33 @@ def test_a_hub_dataset_not_in_the_offline_cache_is_one_line(monkeypatch, tmp_pat
     msg = str(e.value)
     assert msg.startswith("could not load the Hugging Face dataset 'hf:acme/no-such-dataset:default' (offline: HF_HUB_OFFLINE / "
                           "HF_DATASETS_OFFLINE is set, and it is not in the cache): ") and "\n" not in msg
+
+
+def test_parquet_and_arrow_files_as_text_and_pair_sources(tmp_path):
+    """A .parquet or .arrow file is a source of documents (a ``text`` column) and of sentence pairs
+    (the language columns); a missing column is one line naming the columns there are."""
+    from tfm.data.pretraining import BertPretrainingDataModule
+    from tfm.data.text import read_brown
+    from tfm.data.translation import TranslationDataModule, read_bible
+
+    docs = datasets.Dataset.from_dict({"text": ["\n".join(d.text()) for d in read_brown()[:30]], "id": list(range(30))})
+    docs.to_parquet(str(tmp_path / "docs.parquet"))
+    arrow = docs.map(lambda r: r, cache_file_name=str(tmp_path / "docs.arrow"))  # an Arrow file as datasets writes it
+    assert arrow.num_rows == 30
+    for name in ("docs.parquet", "docs.arrow"):
+        dm = BertPretrainingDataModule(source=str(tmp_path / name), vocab_size=500, max_seq_length=32, cache_dir=str(tmp_path / "c"))
+        dm.setup("fit")
+        assert len(dm.train_set) > 100 and dm.documents().num_rows == 30
+    docs.rename_column("text", "body").to_parquet(str(tmp_path / "body.parquet"))
+    with pytest.raises(UserError, match=r"body.parquet' has no column 'text' \(columns: body, id\)"):
+        BertPretrainingDataModule(source=str(tmp_path / "body.parquet"), cache_dir=str(tmp_path / "c")).tokenizer  # noqa: B018
+
+    verses = read_bible()[:200]
+    pairs = datasets.Dataset.from_dict({"en": [v.en for v in verses], "es": [v.es for v in verses]})
+    pairs.to_parquet(str(tmp_path / "pairs.parquet"))
+    dm = TranslationDataModule(source="tsv", train_file=str(tmp_path / "pairs.parquet"), vocab_size=400, cache_dir=str(tmp_path / "c"))
+    dm.setup("fit")
+    assert len(dm.train_set) + len(dm.val_set) == 200 and dm.raw_splits["train"].where == str(tmp_path / "pairs.parquet")
+    pairs.rename_column("es", "fr").to_parquet(str(tmp_path / "fr.parquet"))
+    with pytest.raises(UserError, match=r"has no column 'es' \(columns: en, fr\): set --data.target_column"):
+        TranslationDataModule(source="tsv", train_file=str(tmp_path / "fr.parquet"), vocab_size=400, cache_dir=str(tmp_path / "c")).setup("fit")

@@ -47,7 +47,8 @@ class ResumableSampler(Sampler[int]):
     skipped at the start of the epoch being resumed. Each yielded index is ``epoch * n + i`` so
     that :class:`SeededTransform` knows the epoch; the DataModule's dataset decodes it. With
     ``per_epoch=False`` (evaluation) every epoch counts as epoch 0: the same indices, the same
-    seeded transforms.
+    seeded transforms, and the shards are not padded with repeats (they differ by one index at
+    most), so a metric over several ranks is the metric of one process.
     """
 
     def __init__(
@@ -60,6 +61,8 @@ class ResumableSampler(Sampler[int]):
         self.resume_epoch: int | None = None
         if drop_last and n % num_replicas:
             self.per_replica = n // num_replicas
+        elif not per_epoch and n >= num_replicas:
+            self.per_replica = len(range(rank, n, num_replicas))
         else:
             self.per_replica = -(-n // num_replicas)
 
@@ -73,6 +76,8 @@ class ResumableSampler(Sampler[int]):
             idx = torch.randperm(self.n, generator=g).tolist()
         else:
             idx = list(range(self.n))
+        if not self.per_epoch and self.n >= self.num_replicas:
+            return idx[self.rank :: self.num_replicas]
         total = self.per_replica * self.num_replicas
         idx = idx[:total] if len(idx) >= total else idx + idx[: total - len(idx)]
         return idx[self.rank : total : self.num_replicas]
@@ -243,6 +248,62 @@ class TokenBatchSampler(Sampler[list[int]]):
             total += int(padded.sum())
             pad += int((padded - lens.sum(0)).sum())
         return pad / total if total else 0.0
+
+
+class ArrowRows(Dataset):
+    """The rows of a ``datasets.Dataset`` (without an indices mapping) read straight from its
+    Arrow table: item ``i`` is a dict of ``columns``, a list column as a numpy view, a number as a
+    numpy scalar, a string as a ``str``. Nothing is copied: a table loaded from disk stays memory-mapped, so the
+    DDP ranks and DataLoader workers of one node share its pages. Pickles as the dataset (a path
+    for one on disk) and maps the table again where it is unpickled."""
+
+    def __init__(self, ds: Any, columns: Sequence[str] | None = None) -> None:
+        self.ds, self.columns = ds, list(columns or ds.column_names)
+        table = ds.with_format("arrow")[:]
+        self.n = table.num_rows
+        self._parts: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        for name in self.columns:
+            chunks = [c for c in table.column(name).chunks if len(c)]
+            starts = np.cumsum([0] + [len(c) for c in chunks])
+            self._parts[name] = (starts, [_view(c) for c in chunks])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def column(self, name: str, i: int) -> Any:
+        starts, views = self._parts[name]
+        k = int(np.searchsorted(starts, i, side="right")) - 1
+        view, j = views[k], i - starts[k]
+        if isinstance(view, tuple):
+            offsets, values = view
+            return values[offsets[j] : offsets[j + 1]]
+        if isinstance(view, np.ndarray):
+            return view[j]
+        return view[int(j)].as_py()  # a string
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not -self.n <= i < self.n:
+            raise IndexError(i)
+        i %= self.n
+        return {name: self.column(name, i) for name in self.columns}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"ds": self.ds, "columns": self.columns}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["ds"], state["columns"])  # type: ignore[misc]
+
+
+def _view(chunk: Any) -> Any:
+    """An Arrow chunk as read by :class:`ArrowRows`: ``(offsets, values)`` numpy views of a list
+    array, a numpy view of numbers, the array itself for strings."""
+    import pyarrow as pa
+
+    if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+        return chunk.offsets.to_numpy(), chunk.values.to_numpy()
+    if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+        return chunk
+    return chunk.to_numpy()
 
 
 class SeededTransform(Dataset):

@@ -2,10 +2,16 @@
 ``create_pretraining_data.py`` builds them, dynamic masked-LM masking per batch, and the
 DataModule.
 
-Instances (``[CLS] A [SEP] B [SEP]``, token types, next-sentence label) are built once and cached
-on disk with ``datasets`` under a key of the tokenizer, the source and the settings; masking is
-drawn anew for every batch, from the seeded RNG of :class:`~tfm.data.loading.SeededTransform`,
-so a resumed run masks exactly as an uninterrupted one.
+Preparation runs on Hugging Face ``datasets``, in ``--data.num_proc`` processes, into Arrow files
+on disk: the documents (:meth:`~tfm.data.text.TextSource.dataset`) are tokenised by one batched
+``Dataset.map``, then each split's documents are turned into instances by another. A document's
+instances are drawn from ``(seed, its index in the split)`` alone, and the random next segment
+from the split's whole document index, so the instances do not depend on the number of
+processes. The result is cached under a key of the tokenizer, the source and the settings;
+training reads the memory-mapped tables in place (:class:`~tfm.data.loading.ArrowRows`), so the
+ranks of one node share the page cache. Masking is drawn anew for every batch, from the seeded
+RNG of :class:`~tfm.data.loading.SeededTransform`, so a resumed run masks exactly as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ import hashlib
 import json
 import os
 import random
-import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,8 +31,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import mix_seed
-from .text import resolve_source
+from .loading import ArrowRows, mix_seed
+from .sources import build_cached, check_num_proc, preparation_processes
+from .text import resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import (
     CONTINUATION_PREFIX,
     TextDataModule,
@@ -35,10 +42,10 @@ from .tokenizers import (
     wordpiece_tokenizer,
 )
 
-Document = list[list[int]]  # one token-id list per sentence
+Document = Sequence[list[int]]  # one token-id list per sentence
 Instance = tuple[list[int], list[int], bool]  # segment A, segment B, B is a random next
 SPLITS = ("train", "validation", "test")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 # --- instances, as google-research/bert create_pretraining_data.py ---------------------------------
@@ -98,24 +105,27 @@ def create_instances_from_document(
     return instances
 
 
+def document_instances(
+    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float, dupe_factor: int, seed: int
+) -> list[Instance]:
+    """The instances of ``documents[index]``, ``dupe_factor`` times over, each time from a random
+    generator of ``(seed, time, index)`` alone."""
+    return [
+        inst
+        for dupe in range(dupe_factor)
+        for inst in create_instances_from_document(documents, index, max_seq_length, short_seq_prob, nsp_prob, random.Random(mix_seed(seed, dupe, index)))
+    ]
+
+
 def create_instances(
     documents: Sequence[Document], max_seq_length: int = 128, short_seq_prob: float = 0.1, nsp_prob: float = 0.5, dupe_factor: int = 1, seed: int = 12345
 ) -> list[Instance]:
-    """All instances of ``documents`` (empty sentences and documents dropped), ``dupe_factor``
-    times over, shuffled; deterministic for ``seed``."""
+    """All instances of ``documents`` (empty sentences and documents dropped), document by
+    document; deterministic for ``seed`` (the pipeline of the DataModule builds the same ones)."""
     if max_seq_length < 5:
         raise UserError(f"max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
-    rng = random.Random(seed)
-    docs = [d for d in ([s for s in doc if s] for doc in documents) if d]
-    rng.shuffle(docs)
-    instances = [
-        inst
-        for _ in range(dupe_factor)
-        for index in range(len(docs))
-        for inst in create_instances_from_document(docs, index, max_seq_length, short_seq_prob, nsp_prob, rng)
-    ]
-    rng.shuffle(instances)
-    return instances
+    docs = [d for d in ([s for s in doc if len(s)] for doc in documents) if d]
+    return [inst for i in range(len(docs)) for inst in document_instances(docs, i, max_seq_length, short_seq_prob, nsp_prob, dupe_factor, seed)]
 
 
 def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) -> dict[str, list]:
@@ -129,35 +139,91 @@ def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) ->
     return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": labels}
 
 
-def tokenize_documents(tok: Tokenizer, documents: Sequence[Sequence[str]]) -> list[Document]:
+def tokenize_documents(tok: Tokenizer, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Each sentence as token ids, without special tokens."""
     flat = [s for d in documents for s in d]
-    encoded = iter(tok.encode_batch(flat, add_special_tokens=False))
+    encoded = iter(tok.encode_batch_fast(flat, add_special_tokens=False))
     return [[next(encoded).ids for _ in d] for d in documents]
 
 
-class PretrainingInstances(Dataset):
-    """A split of the cached instances, held as flat arrays: item ``i`` is a dict of
-    ``input_ids`` (int32), ``token_type_ids`` (int8) and ``next_sentence_label`` (int)."""
+# --- the pipeline on datasets: tokenised documents, then instances ----------------------------------
+def _encode_documents(batch: dict[str, list], tok: Tokenizer) -> dict[str, list]:
+    """A batch of documents as ``ids`` (all their tokens) and ``ends`` (where each sentence ends)."""
+    out: dict[str, list] = {"ids": [], "ends": []}
+    for doc in tokenize_documents(tok, row_sentences(batch)):
+        ids, ends = [], []
+        for sentence in doc:
+            if sentence:
+                ids.extend(sentence)
+                ends.append(len(ids))
+        out["ids"].append(ids)
+        out["ends"].append(ends)
+    return out
 
-    def __init__(self, ds: Any) -> None:
-        import pyarrow.compute as pc
 
-        table = ds.with_format("arrow")[:]
-        ids = table.column("input_ids")
-        lengths = pc.list_value_length(ids).to_numpy()
-        self.offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=self.offsets[1:])
-        self.ids = pc.list_flatten(ids).to_numpy().astype(np.int32, copy=False)
-        self.types = pc.list_flatten(table.column("token_type_ids")).to_numpy().astype(np.int8, copy=False)
-        self.nsp = table.column("next_sentence_label").to_numpy().astype(np.int64)
+class _TokenDocument(Sequence):
+    """One tokenised document, its sentences as lists of ids made on access (a slice is an
+    iterator: a random next segment reads only the sentences it takes)."""
+
+    def __init__(self, ids: np.ndarray, ends: np.ndarray) -> None:
+        self.ids, self.ends = ids, ends
 
     def __len__(self) -> int:
-        return len(self.nsp)
+        return len(self.ends)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        return {"input_ids": self.ids[a:b], "token_type_ids": self.types[a:b], "next_sentence_label": int(self.nsp[i])}
+    def __getitem__(self, k: int | slice) -> Any:
+        if isinstance(k, slice):
+            return map(self.__getitem__, range(*k.indices(len(self.ends))))
+        return self.ids[self.ends[k - 1] if k else 0 : self.ends[k]].tolist()
+
+
+class SplitDocuments(Sequence):
+    """The documents ``picks`` of the tokenised corpus (:class:`_TokenDocument`)."""
+
+    def __init__(self, tokens: ArrowRows, picks: np.ndarray) -> None:
+        self.tokens, self.picks = tokens, picks
+
+    def __len__(self) -> int:
+        return len(self.picks)
+
+    def __getitem__(self, k: int) -> _TokenDocument:  # type: ignore[override]
+        row = int(self.picks[k])
+        return _TokenDocument(self.tokens.column("ids", row), self.tokens.column("ends", row))
+
+
+def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocuments, settings: tuple, cls_sep: tuple[int, int]) -> dict[str, list]:
+    made = [inst for index in indices for inst in document_instances(docs, index, *settings)]
+    return instance_columns(made, *cls_sep)
+
+
+@contextmanager
+def _quiet_fork(processes: int | None) -> Iterator[None]:
+    """No "the current process just got forked" warning of ``tokenizers`` in ``map`` workers (its
+    thread pool is off in them anyway)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    if processes:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def load_split(folder: Path, split: str) -> Any:
+    """A prepared split: its Arrow files (one per preparation process), memory-mapped."""
+    import datasets
+
+    files = sorted(folder.glob(f"{split}*.arrow"))
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
+
+
+def PretrainingInstances(ds: Any) -> ArrowRows:  # noqa: N802  (the reader of a split of instances)
+    """A split of instances read in place: item ``i`` is a dict of ``input_ids`` (int32),
+    ``token_type_ids`` (int8) and ``next_sentence_label``."""
+    return ArrowRows(ds, ["input_ids", "token_type_ids", "next_sentence_label"])
 
 
 # --- dynamic masking --------------------------------------------------------------------------------
@@ -262,7 +328,7 @@ class StaticMasks(Dataset):
     numbers of one process and of several agree, as google-research/bert's fixed evaluation set),
     with nothing computed or held up front."""
 
-    def __init__(self, instances: PretrainingInstances, collator: MaskedLMCollator, seed: int) -> None:
+    def __init__(self, instances: ArrowRows, collator: MaskedLMCollator, seed: int) -> None:
         self.instances, self.collator, self.seed = instances, collator, seed
 
     def __len__(self) -> int:
@@ -301,8 +367,12 @@ class BertPretrainingDataModule(TextDataModule):
         test_fraction: share of the documents held out for testing.
         split_seed: seed of the document split and of the sentence pairs built from them.
         max_documents: use only the first documents of the source.
+        tokenizer_sample_bytes: train the vocabulary on a seeded random sample of the documents
+            of about this many bytes (all of a smaller corpus).
+        num_proc: preparation processes (``Dataset.map``); None: one per CPU (at most 8) for a
+            corpus of 10,000 documents or more, else one.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
-        cache_dir: cache folder (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        cache_dir: cache folder of prepared data (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order and masking seed (runs resume with exactly the same batches).
@@ -324,6 +394,8 @@ class BertPretrainingDataModule(TextDataModule):
         test_fraction: float = 0.05,
         split_seed: int = 0,
         max_documents: int | None = None,
+        tokenizer_sample_bytes: int = 100_000_000,
+        num_proc: int | None = None,
         pad_to_multiple_of: int | None = 8,
         cache_dir: str | None = None,
         batch_size: int = 32,
@@ -351,38 +423,49 @@ class BertPretrainingDataModule(TextDataModule):
         self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor = max_seq_length, short_seq_prob, nsp_prob, dupe_factor
         self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of = mlm_probability, whole_word_masking, pad_to_multiple_of
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.max_documents = max_documents
+        check_num_proc(num_proc)
+        self.max_documents, self.tokenizer_sample_bytes, self.num_proc = max_documents, tokenizer_sample_bytes, num_proc
         self.cache_dir = cache_root(cache_dir)
         self._tokenizer: Tokenizer | None = None
-        self._documents: list[list[str]] | None = None
-        self._splits: dict[str, PretrainingInstances] = {}
+        self._documents: Any = None
+        self._splits: dict[str, ArrowRows] = {}
 
     # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
     def train_tokenizer(self) -> Tokenizer:
-        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
-        return wordpiece_tokenizer(
-            lambda: (s for d in self.documents() for s in d),
-            f"{self.source.key}|max_documents={self.max_documents}",
-            vocab_size=self.vocab_size,
-            lowercase=self.lowercase,
-            cache_dir=self.cache_dir / "tokenizers",
-        )
+        """A WordPiece vocabulary trained (once, then cached) on a seeded sample of the documents
+        (``tokenizer_sample_bytes``; all of a smaller corpus, in order)."""
 
-    def documents(self) -> list[list[str]]:
-        """The source's documents (the first ``max_documents``), as lists of sentences."""
+        def texts() -> Iterator[str]:  # read on a cache miss only
+            docs = self.documents()
+            rows = sample_rows(row_sizes(docs), self.tokenizer_sample_bytes, self.split_seed)
+            count = 0
+            for start in range(0, len(rows), 256):
+                for d in row_sentences(docs[rows[start : start + 256]]):
+                    count += len(d)
+                    yield from d
+            if not count:
+                raise UserError(f"the corpus {self.source} holds no text")
+
+        key = f"{self.source.key}|max_documents={self.max_documents}|sample={self.tokenizer_sample_bytes},{self.split_seed}"
+        return wordpiece_tokenizer(texts, key, vocab_size=self.vocab_size, lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
+
+    def documents(self) -> Any:
+        """The source's documents (the first ``max_documents``): a ``datasets.Dataset``, one row each."""
         if self._documents is None:
-            self._documents = self.source.documents(self.max_documents)
+            self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
         return self._documents
 
     # --- instances, cached on disk --------------------------------------------------------------
-    def split_documents(self, n: int) -> dict[str, list[int]]:
-        """Document indices of each split: deterministic for ``split_seed``."""
+    def split_documents(self, n: int) -> dict[str, np.ndarray]:
+        """Positions (among the ``n`` non-empty documents) of each split's documents: deterministic
+        for ``split_seed``."""
         order = list(range(n))
         random.Random(self.split_seed).shuffle(order)
         n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
         if n - n_val - n_test < 1:
             raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits (lower --data.val_fraction/--data.test_fraction)")
-        return {"validation": sorted(order[:n_val]), "test": sorted(order[n_val : n_val + n_test]), "train": sorted(order[n_val + n_test :])}
+        picks = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
+        return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
 
     @property
     def instances_path(self) -> Path:
@@ -398,54 +481,53 @@ class BertPretrainingDataModule(TextDataModule):
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         return self.cache_dir / "pretraining" / f"{Path(str(self.source)).name.replace(':', '_')}-{self.max_seq_length}-{key}"
 
-    def build_instances(self) -> Any:
-        """Tokenize the documents, build each split's instances and write them (a ``datasets``
-        ``DatasetDict``) to :attr:`instances_path`, unless they are there already."""
+    def build_instances(self) -> dict[str, Any]:
+        """Each split's instances (memory-mapped ``datasets.Dataset``), prepared once into
+        :attr:`instances_path`: the documents tokenised, split, and turned into instances, each
+        step a batched ``Dataset.map`` in ``num_proc`` processes writing Arrow files."""
         import datasets
-        from filelock import FileLock
+        import pyarrow.compute as pc
 
-        path = self.instances_path
-        if (path / "dataset_dict.json").is_file():
-            return datasets.load_from_disk(str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if (path / "dataset_dict.json").is_file():
-                return datasets.load_from_disk(str(path))
-            tok = self.tokenizer
-            ids = special_ids(tok)
-            docs = tokenize_documents(tok, self.documents())
-            features = datasets.Features(
-                {
-                    "input_ids": datasets.Sequence(datasets.Value("int32")),
-                    "token_type_ids": datasets.Sequence(datasets.Value("int8")),
-                    "next_sentence_label": datasets.Value("int8"),
-                }
-            )
-            splits = {}
-            for k, (split, picks) in enumerate(self.split_documents(len(docs)).items()):
-                instances = create_instances(
-                    [docs[i] for i in picks], self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, mix_seed(self.split_seed, k)
+        tok = self.tokenizer
+
+        def build(folder: Path) -> None:
+            docs = self.documents()
+            processes = preparation_processes(self.num_proc, len(docs))
+            folder.mkdir(parents=True)
+            tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]  # map fingerprints: at most 64 characters with shard suffixes
+            id_list = datasets.Sequence(datasets.Value("int32"))
+            with _quiet_fork(processes):
+                tokens = docs.map(
+                    _encode_documents, batched=True, batch_size=256, num_proc=processes, remove_columns=docs.column_names,
+                    features=datasets.Features({"ids": id_list, "ends": id_list}), fn_kwargs={"tok": tok},
+                    cache_file_name=str(folder / "tokens.arrow"), new_fingerprint=f"tokens-{tag}", desc="Tokenizing documents",
                 )
-                splits[split] = datasets.Dataset.from_dict(instance_columns(instances, ids["[CLS]"], ids["[SEP]"]), features=features)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            bars = datasets.is_progress_bar_enabled()
-            datasets.disable_progress_bars()
-            try:
-                datasets.DatasetDict(splits).save_to_disk(str(tmp))
-            finally:
-                if bars:
-                    datasets.enable_progress_bars()
-            shutil.rmtree(path, ignore_errors=True)
-            os.replace(tmp, path)  # never a half-written cache
-        return datasets.load_from_disk(str(path))
+                rows = ArrowRows(tokens, ["ids", "ends"])
+                nonempty = np.flatnonzero(pc.list_value_length(tokens.with_format("arrow")[:].column("ends")).to_numpy() > 0)
+                ids = special_ids(tok)
+                features = datasets.Features({
+                    "input_ids": id_list, "token_type_ids": datasets.Sequence(datasets.Value("int8")), "next_sentence_label": datasets.Value("int8"),
+                })
+                for k, (split, picks) in enumerate(self.split_documents(len(nonempty)).items()):
+                    settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, mix_seed(self.split_seed, k))
+                    datasets.Dataset.from_dict({"doc": picks}).map(
+                        _instances_batch, batched=True, batch_size=64, with_indices=True, num_proc=preparation_processes(self.num_proc, len(picks)),
+                        remove_columns=["doc"], features=features, cache_file_name=str(folder / f"{split}.arrow"), new_fingerprint=f"{split}-{tag}",
+                        fn_kwargs={"docs": SplitDocuments(rows, nonempty[picks]), "settings": settings, "cls_sep": (ids["[CLS]"], ids["[SEP]"])},
+                        desc=f"Sentence pairs ({split})",
+                    )
+            for f in folder.glob("tokens*.arrow"):
+                f.unlink()
+
+        folder = build_cached(self.instances_path, build)
+        return {split: load_split(folder, split) for split in SPLITS}
 
     def prepare_data(self) -> None:
         self.build_instances()
 
     def setup(self, stage: str) -> None:
         if not self._splits:
-            built = self.build_instances()
-            self._splits = {split: PretrainingInstances(built[split]) for split in SPLITS}
+            self._splits = {split: PretrainingInstances(ds) for split, ds in self.build_instances().items()}
         self.collator = MaskedLMCollator(self.tokenizer, self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of, self.max_seq_length)
         self._eval: dict[str, StaticMasks] = {}
 
@@ -455,15 +537,15 @@ class BertPretrainingDataModule(TextDataModule):
         return self._eval[split]
 
     @property
-    def train_set(self) -> PretrainingInstances:
+    def train_set(self) -> ArrowRows:
         return self._splits["train"]
 
     @property
-    def val_set(self) -> PretrainingInstances:
+    def val_set(self) -> ArrowRows:
         return self._splits["validation"]
 
     @property
-    def test_set(self) -> PretrainingInstances:
+    def test_set(self) -> ArrowRows:
         return self._splits["test"]
 
     def train_dataloader(self) -> DataLoader:

@@ -14,9 +14,10 @@ Split names are made canonical (``train``, ``validation``, ``test``; ``dev``, ``
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import UserError
 
@@ -124,3 +125,92 @@ def require_columns(columns: Iterable[str], needed: dict[str, str | None], label
 
 def _offline() -> bool:
     return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def build_cached(path: Path, build: Callable[[Path], None], exists: Callable[[Path], bool] | None = None) -> Path:
+    """``path`` (a file or a folder), built by ``build(tmp)`` unless it is there already: once, by
+    the first of several processes (DDP ranks, concurrent runs; the others wait on a file lock),
+    written to a temporary name and renamed, so a cache is never half-written. tfm's one cache
+    mechanism (tokenizers, prepared datasets)."""
+    from filelock import FileLock
+
+    done = exists or (lambda p: p.exists())
+    if done(path):
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if done(path):  # built by another process while this one waited
+            return path
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            build(tmp)
+            if path.is_dir():
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        finally:
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            elif tmp.exists():
+                tmp.unlink()
+    return path
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def preparation_processes(num_proc: int | None, rows: int) -> int | None:
+    """``num_proc`` of a ``Dataset.map``: ``--data.num_proc``, or (None) one per CPU up to 8 for a
+    source of 10,000 rows or more and one below that (forking costs more than it saves); None
+    for one (``datasets`` then runs the map in this process)."""
+    processes = (min(8, cpu_count()) if rows >= 10_000 else 1) if num_proc is None else max(1, min(num_proc, rows))
+    return processes if processes > 1 else None
+
+
+def check_num_proc(num_proc: int | None) -> None:
+    if num_proc is not None and not 1 <= num_proc <= cpu_count():
+        raise UserError(f"--data.num_proc {num_proc} is not between 1 and the {cpu_count()} CPUs of this machine: "
+                        "lower it (unset: one process per CPU for large corpora)")
+
+
+def write_records(records: Iterable[dict[str, Any]], path: Path, features: Any, batch_rows: int = 10_000) -> None:
+    """Rows (dicts of ``features``' columns) written to an Arrow file that ``datasets.Dataset.from_file``
+    memory-maps, ``batch_rows`` at a time: a source of any size is read with flat memory."""
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for record in records:
+            batch.append(record)
+            if len(batch) == batch_rows:
+                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+
+
+TABLE_SUFFIXES = (".parquet", ".arrow")
+
+
+def is_table_file(path: str | Path) -> bool:
+    """A Parquet file or an Arrow file as ``datasets`` writes them."""
+    return Path(path).suffix.lower() in TABLE_SUFFIXES
+
+
+def load_table_file(path: Path, needed: dict[str, str | None], cache_dir: Path | None = None) -> Any:
+    """A ``.parquet`` file (converted once to Arrow in ``cache_dir``) or an ``.arrow`` file
+    (memory-mapped) as a ``datasets.Dataset``, with the ``needed`` columns (see :func:`require_columns`)."""
+    import datasets
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            ds = datasets.Dataset.from_parquet(str(path), cache_dir=str(cache_dir) if cache_dir else None)
+        else:
+            ds = datasets.Dataset.from_file(str(path))
+    except Exception as e:  # noqa: BLE001  (not Parquet / not an Arrow stream)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a readable {path.suffix} file ({first}): write it with pyarrow/pandas to_parquet or datasets") from None
+    require_columns(ds.column_names, needed, str(path))
+    return ds

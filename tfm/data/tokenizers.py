@@ -21,6 +21,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 from ..errors import UserError
 from .loading import ResumableDataModule
+from .sources import build_cached
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
@@ -94,15 +95,8 @@ def wordpiece_tokenizer(
         raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} special tokens")
     key = _settings_key(corpus_key, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency, limit_alphabet=limit_alphabet)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
-    path = folder / f"wordpiece-{vocab_size}-{'uncased' if lowercase else 'cased'}-{key}.json"
-    if path.is_file():
-        return Tokenizer.from_file(str(path))
-    from filelock import FileLock
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():  # another process trained it while this one waited
-            return Tokenizer.from_file(str(path))
+    def train(tmp: Path) -> None:
         tok = bert_tokenizer(None, lowercase)
         trainer = trainers.WordPieceTrainer(
             vocab_size=vocab_size,
@@ -115,11 +109,10 @@ def wordpiece_tokenizer(
         tok.train_from_iterator(_batches(texts()), trainer)
         if tok.get_vocab_size() <= len(SPECIAL_TOKENS):
             raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
-        tok = bert_tokenizer(_canonical_ids(tok.get_vocab()), lowercase)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)  # never a half-written cache file
-    return tok
+        bert_tokenizer(_canonical_ids(tok.get_vocab()), lowercase).save(str(tmp))
+
+    path = build_cached(folder / f"wordpiece-{vocab_size}-{'uncased' if lowercase else 'cased'}-{key}.json", train)
+    return Tokenizer.from_file(str(path))
 
 
 def _canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
@@ -302,15 +295,8 @@ def bpe_tokenizer(
     key = _settings_key(corpus_key, kind="bpe", bpe_format=_BPE_FORMAT, vocab_size=vocab_size, min_frequency=min_frequency,
                         byte_fallback=byte_fallback, limit_alphabet=limit_alphabet)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
-    path = folder / f"bpe-{vocab_size}-{key}.json"
-    if path.is_file():
-        return load_bpe_tokenizer(path)
-    from filelock import FileLock
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
-        if path.is_file():  # another process trained it while this one waited
-            return load_bpe_tokenizer(path)
+    def train(tmp: Path) -> None:
         tok = build_bpe_tokenizer(None, None, byte_fallback)
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size - (len(BYTE_TOKENS) if byte_fallback else 0),
@@ -324,11 +310,9 @@ def bpe_tokenizer(
             raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
         model = json.loads(tok.to_str())["model"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-        tok = build_bpe_tokenizer(_canonical_bpe_ids(model["vocab"], byte_fallback), merges, byte_fallback)  # type: ignore[arg-type]
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tok.save(str(tmp))
-        os.replace(tmp, path)  # never a half-written cache file
-    return tok
+        build_bpe_tokenizer(_canonical_bpe_ids(model["vocab"], byte_fallback), merges, byte_fallback).save(str(tmp))  # type: ignore[arg-type]
+
+    return load_bpe_tokenizer(build_cached(folder / f"bpe-{vocab_size}-{key}.json", train))
 
 
 def _canonical_bpe_ids(vocab: dict[str, int], byte_fallback: bool) -> dict[str, int]:

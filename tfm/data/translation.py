@@ -38,13 +38,14 @@ training and validation splits takes ~4 s on 2 cores, ~2 s with the vocabulary c
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import random
 import unicodedata
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import chain
 from pathlib import Path
@@ -58,8 +59,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .classification import _open_text, _table_kind, read_table
-from .loading import ResumableDataModule, TokenBatchSampler, mix_seed
-from .sources import HubSpec, load_splits, require_train
+from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
+from .sources import HubSpec, build_cached, check_num_proc, load_splits, load_table_file, preparation_processes, require_train, write_records
+from .text import sample_rows
 from .tokenizers import (
     BPE_SPECIAL_TOKENS,
     BYTE_TOKENS,
@@ -74,7 +76,7 @@ BIBLE = Path(__file__).resolve().parents[2] / "data" / "bible_en_es" / "bible_en
 BIBLE_LANGS = ("en", "es")
 SPLITS = ("train", "validation", "test")
 FILE_SOURCES = ("tsv", "jsonl")
-_ENCODE_CHUNK = 20_000
+PAIR_FILES = ("tsv", "jsonl", "json", "csv", "parquet", "arrow")
 
 
 def normalize_text(text: str) -> str:
@@ -154,26 +156,75 @@ def split_books(sizes: dict[str, int], val_fraction: float = 0.05, test_fraction
     return {s: [b for b in books if chosen.get(b, "train") == s] for s in SPLITS}
 
 
-# --- pairs as read ------------------------------------------------------------------------------------
+# --- pairs as read: Arrow tables ---------------------------------------------------------------------
+def pair_features(with_target: bool = True) -> Any:
+    """The columns of pairs as read: ``src_text``, ``tgt_text`` (absent: sources only) and ``row``
+    (the line or row of each in its file or dataset)."""
+    import datasets
+
+    text = datasets.Value("string")
+    return datasets.Features({"src_text": text, **({"tgt_text": text} if with_target else {}), "row": datasets.Value("int64")})
+
+
 @dataclass
 class Pairs:
-    """Sentence pairs as read (normalised): source texts, target texts (``None``: sources only,
-    to translate), where they came from and each one's line (or row) there."""
+    """Sentence pairs as read (normalised): a ``datasets.Dataset`` of :func:`pair_features` (on disk
+    for files and datasets, memory-mapped), where they came from, and ``key``, what identifies
+    them for caches."""
 
-    src: list[str]
-    tgt: list[str] | None
+    ds: Any
     where: str
-    rows: list[int] = field(default_factory=list)
+    key: str
 
-    def __post_init__(self) -> None:
-        if not self.rows:
-            self.rows = list(range(1, len(self.src) + 1))
+    @classmethod
+    def of(cls, src: list[str], tgt: list[str] | None, where: str, rows: list[int] | None = None) -> Pairs:
+        """Pairs held in memory (the Bible, tests)."""
+        import datasets
+
+        columns = {"src_text": src, **({"tgt_text": tgt} if tgt is not None else {}), "row": rows or list(range(1, len(src) + 1))}
+        return cls(datasets.Dataset.from_dict(columns, features=pair_features(tgt is not None)), where, _digest(chain(src, tgt or ())))
+
+    @classmethod
+    def written(cls, records: Callable[[], Iterable[dict[str, Any]]], where: str, path: Path, with_target: bool = True) -> Pairs:
+        """Pairs of ``records()`` (dicts of :func:`pair_features`), written once to the Arrow file
+        ``path`` (its name is their key) and memory-mapped."""
+        import datasets
+
+        build_cached(path, lambda tmp: write_records(records(), tmp, pair_features(with_target)))
+        ds = datasets.Dataset.from_file(str(path))
+        if not len(ds):
+            raise UserError(f"{where} holds no sentence pairs")
+        return cls(ds, where, path.stem)
+
+    @property
+    def has_target(self) -> bool:
+        return "tgt_text" in self.ds.column_names
+
+    def texts(self, column: str) -> Iterator[Any]:
+        """A column's values, read 10,000 at a time."""
+        for batch in self.ds.select_columns([column]).iter(batch_size=10_000):
+            yield from batch[column]
+
+    @property
+    def src(self) -> list[str]:
+        return list(self.texts("src_text"))
+
+    @property
+    def tgt(self) -> list[str] | None:
+        return list(self.texts("tgt_text")) if self.has_target else None
+
+    @property
+    def rows(self) -> list[int]:
+        return list(self.texts("row"))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
-        return len(self.src)
+        return len(self.ds)
 
     def select(self, picks: Sequence[int]) -> Pairs:
-        return Pairs([self.src[i] for i in picks], None if self.tgt is None else [self.tgt[i] for i in picks], self.where, [self.rows[i] for i in picks])
+        return Pairs(self.ds.select(picks), self.where, _digest([self.key, *map(str, picks)]))
+
+    def sources_only(self) -> Pairs:
+        return Pairs(self.ds.remove_columns(["tgt_text"]) if self.has_target else self.ds, self.where, self.key + "-src")
 
 
 def _columns_text(obj: dict[str, Any]) -> str:
@@ -203,156 +254,186 @@ def _text(value: Any, where: str, column: str) -> str:
     return text
 
 
-def read_pair_file(path: str | Path, source_column: str, target_column: str | None, fmt: str = "tsv") -> Pairs:
-    """Pairs (``target_column=None``: sources only) of a TSV with a header row (no quoting), JSON
-    lines, a JSON list of objects or a CSV file (by the name's suffix, else ``fmt``; ``.gz`` is
-    decompressed). A missing column or an empty text is a :class:`UserError` naming the file and
-    the line (for ``.json`` / ``.csv``: the row)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist: pass a TSV or JSON-lines file of sentence pairs")
-    kind = _table_kind(path)
-    kind = kind if kind in ("tsv", "jsonl", "json", "csv") else fmt
-    options = {source_column: "--data.source_column", target_column: "--data.target_column"}
-    wanted = [c for c in (source_column, target_column) if c is not None]
-    src: list[str] = []
-    tgt: list[str] | None = [] if target_column is not None else None
-    rows: list[int] = []
-    records: Iterable[tuple[str, int, dict[str, Any]]]
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """``(number, line)`` of a UTF-8 text file (``.gz`` decompressed), one at a time."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as f:  # type: ignore[operator]
+        for n, line in enumerate(f, 1):
+            yield n, line.rstrip("\r\n")
+
+
+def _file_key(path: Path, *settings: Any) -> str:
+    st = path.stat()
+    return _digest([str(path.resolve()), str(st.st_size), str(st.st_mtime_ns), *map(str, settings)])[:16]
+
+
+def _records(path: Path, kind: str, wanted: list[str], options: dict[str | None, str], cache_dir: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(unit, number, record)`` of a pairs file, checked: its columns first (one line naming the
+    columns there are), then each line as it is read."""
+    if kind in ("parquet", "arrow"):
+        ds = load_table_file(path, {c: options[c].removeprefix("--data.") for c in wanted}, cache_dir / "datasets")
+        n = 0
+        for batch in ds.select_columns(wanted).iter(batch_size=10_000):
+            for values in zip(*(batch[c] for c in wanted)):
+                n += 1
+                yield "row", n, dict(zip(wanted, values))
+        return
     if kind == "tsv":
-        lines = _open_text(path).split("\n")
-        header = lines[0].rstrip("\r").split("\t") if lines else []
+        lines = _lines(path)
+        header = next(lines, (1, ""))[1].split("\t")
         for c in wanted:
             if c not in header:
-                raise UserError(f"{path} has no column {c!r} (columns: {', '.join(header) or 'none'}): set {options[c]} or write a header row")
-
-        def tsv_records() -> Iterable[tuple[str, int, dict[str, Any]]]:
-            for n, line in enumerate(lines[1:], 2):
-                line = line.rstrip("\r")
-                if not line.strip():
-                    continue
-                values = line.split("\t")
-                if len(values) != len(header):
-                    raise UserError(f"{path} line {n} has {len(values)} tab-separated fields but the header has {len(header)}")
-                yield "line", n, dict(zip(header, values))
-
-        records = tsv_records()
-    elif kind in ("jsonl", "json"):
-        text = _open_text(path)
-        data = None
-        if kind == "json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError:
-                data = None  # JSON lines in a .json file
-        if data is not None:
-            if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-                raise UserError(f"{path} holds no list of objects: write one object per line (JSON lines) or a list of objects")
-            records = [("row", n, r) for n, r in enumerate(data, 1)]
-        else:
-            parsed = []
-            for n, line in enumerate(text.split("\n"), 1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path} line {n} is not valid JSON: {e.msg}") from None
-                if not isinstance(obj, dict):
-                    raise UserError(f"{path} line {n} is not a JSON object: write one object per line")
-                parsed.append(("line", n, obj))
-            records = parsed
-        if records:
-            first = records[0][2]
-            for c in wanted:
-                try:
-                    _field(first, c)
-                except KeyError:
-                    raise UserError(f"{path} has no column {c!r} (columns: {_columns_text(first)}): set {options[c]}") from None
-    elif kind == "csv":
+                raise UserError(f"{path} has no column {c!r} (columns: {', '.join(h for h in header if h) or 'none'}): set {options[c]} or write a header row")
+        for n, line in lines:
+            if not line.strip():
+                continue
+            values = line.split("\t")
+            if len(values) != len(header):
+                raise UserError(f"{path} line {n} has {len(values)} tab-separated fields but the header has {len(header)}")
+            yield "line", n, dict(zip(header, values))
+        return
+    if kind == "csv":
         columns, table = read_table(path)
         for c in wanted:
             if c not in columns:
                 raise UserError(f"{path} has no column {c!r} (columns: {', '.join(columns) or 'none'}): set {options[c]}")
-        records = [("row", n, r) for n, r in enumerate(table, 1)]
+        yield from (("row", n, r) for n, r in enumerate(table, 1))
+        return
+    data = None
+    if kind == "json":
+        try:
+            data = json.loads(_open_text(path))
+        except json.JSONDecodeError:
+            data = None  # JSON lines in a .json file
+    if data is not None:
+        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+            raise UserError(f"{path} holds no list of objects: write one object per line (JSON lines) or a list of objects")
+        records: Iterable[tuple[str, int, dict[str, Any]]] = (("row", n, r) for n, r in enumerate(data, 1))
     else:
-        raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .tsv or .jsonl (or .csv / .json)")
+        records = _json_lines(path)
+    first = True
     for unit, n, record in records:
-        where = f"{path} {unit} {n}"
-        values = []
-        for c in wanted:
+        if first:
+            for c in wanted:
+                try:
+                    _field(record, c)
+                except KeyError:
+                    raise UserError(f"{path} has no column {c!r} (columns: {_columns_text(record)}): set {options[c]}") from None
+            first = False
+        yield unit, n, record
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    for n, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} line {n} is not valid JSON: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path} line {n} is not a JSON object: write one object per line")
+        yield "line", n, obj
+
+
+def read_pair_file(path: str | Path, source_column: str, target_column: str | None, fmt: str = "tsv", cache_dir: Path | None = None) -> Pairs:
+    """Pairs (``target_column=None``: sources only) of a TSV with a header row (no quoting), JSON
+    lines, a JSON list of objects or a CSV file (by the name's suffix, else ``fmt``; ``.gz`` is
+    decompressed), read line by line into an Arrow file in ``cache_dir``. A missing column or an
+    empty text is a :class:`UserError` naming the file and the line (for ``.json`` / ``.csv``: the row)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"data file {path} does not exist: pass a TSV or JSON-lines file of sentence pairs")
+    kind = _table_kind(path)
+    kind = kind if kind in PAIR_FILES else fmt
+    if kind not in PAIR_FILES:
+        raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .tsv or .jsonl (or .csv / .json / .parquet / .arrow)")
+    options = {source_column: "--data.source_column", target_column: "--data.target_column"}
+    wanted = [c for c in (source_column, target_column) if c is not None]
+    names = ["src_text", "tgt_text"]
+
+    folder = cache_dir if cache_dir is not None else cache_root() / "translation"
+
+    def records() -> Iterator[dict[str, Any]]:
+        for unit, n, record in _records(path, kind, wanted, options, folder):
+            where = f"{path} {unit} {n}"
             try:
-                values.append(_text(_field(record, c), where, c))
-            except KeyError:
-                raise UserError(f"{where} has no {c!r} field (fields: {_columns_text(record)}): every line needs both texts") from None
-        src.append(values[0])
-        if tgt is not None:
-            tgt.append(values[1])
-        rows.append(n)
-    if not src:
-        raise UserError(f"{path} holds no sentence pairs")
-    return Pairs(src, tgt, str(path), rows)
+                row = {name: _text(_field(record, c), where, c) for name, c in zip(names, wanted)}
+            except KeyError as e:
+                raise UserError(f"{where} has no {e.args[0]!r} field (fields: {_columns_text(record)}): every line needs both texts") from None
+            yield {**row, "row": n}
+
+    return Pairs.written(records, str(path), folder / f"pairs-{_file_key(path, kind, *wanted)}.arrow", target_column is not None)
 
 
-def read_source_lines(path: str | Path, source_column: str, fmt: str = "txt") -> Pairs:
+def read_source_lines(path: str | Path, source_column: str, fmt: str = "txt", cache_dir: Path | None = None) -> Pairs:
     """Sentences to translate: a text file of one sentence a line (blank lines skipped; ``rows``
     are the line numbers) or a TSV / JSONL / CSV / JSON file with the source column."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"--data.predict_file {path} does not exist: pass a text file (one sentence a line) or a TSV/JSONL file")
-    if _table_kind(path) in ("tsv", "jsonl", "json", "csv"):
-        return read_pair_file(path, source_column, None)
-    src, rows = [], []
-    for n, line in enumerate(_open_text(path).split("\n"), 1):
-        text = normalize_text(line)
-        if text:
-            src.append(text)
-            rows.append(n)
-    if not src:
-        raise UserError(f"--data.predict_file {path} holds no text")
-    return Pairs(src, None, str(path), rows)
+    if _table_kind(path) in PAIR_FILES:
+        return read_pair_file(path, source_column, None, cache_dir=cache_dir)
+
+    def records() -> Iterator[dict[str, Any]]:
+        for n, line in _lines(path):
+            if text := normalize_text(line):
+                yield {"src_text": text, "row": n}
+
+    folder = cache_dir if cache_dir is not None else cache_root() / "translation"
+    try:
+        return Pairs.written(records, str(path), folder / f"lines-{_file_key(path)}.arrow", with_target=False)
+    except UserError:
+        raise UserError(f"--data.predict_file {path} holds no text") from None
 
 
-def hf_pairs(spec: str, source_column: str, target_column: str) -> dict[str, Pairs]:
+def hf_pairs(spec: str, source_column: str, target_column: str, cache_dir: Path | None = None) -> dict[str, Pairs]:
     """The splits of a Hugging Face translation dataset (``translation`` dicts or two columns);
     pairs with an empty side are skipped with a warning."""
     label = spec
     ds = load_splits(HubSpec.parse(spec, example="hf:wmt14:de-en"))
     require_train(ds, label)
-    picked = {s: (s if s in ds else None) for s in SPLITS}
+    folder = cache_dir if cache_dir is not None else cache_root() / "translation"
     out: dict[str, Pairs] = {}
-    for split, key in picked.items():
-        if key is None:
-            continue
-        d = ds[key]
+    for split in (s for s in SPLITS if s in ds):
+        d = ds[split]
         columns = list(d.column_names)
         if source_column in columns and target_column in columns:
-            pairs: Iterable[tuple[Any, Any]] = zip(d[source_column], d[target_column])
+            def pairs(d: Any = d) -> Iterator[tuple[Any, Any]]:
+                for batch in d.select_columns([source_column, target_column]).iter(batch_size=10_000):
+                    yield from zip(batch[source_column], batch[target_column])
         elif "translation" in columns:
             first = d[0]["translation"] if len(d) else {}
             for c, option in ((source_column, "source_column"), (target_column, "target_column")):
                 if c not in first:
                     raise UserError(f"dataset {label!r} has no {c!r} text (translation languages: {', '.join(first) or 'none'}): set --data.source_lang/--data.target_lang or --data.{option}")
-            pairs = ((t.get(source_column), t.get(target_column)) for t in d["translation"])
+
+            def pairs(d: Any = d) -> Iterator[tuple[Any, Any]]:
+                for batch in d.select_columns(["translation"]).iter(batch_size=10_000):
+                    yield from ((t.get(source_column), t.get(target_column)) for t in batch["translation"])
         else:
             missing = next(c for c in (source_column, target_column) if c not in columns)
-            raise UserError(f"split {key!r} of dataset {label!r} has no column {missing!r} (columns: {', '.join(columns)}): set --data.source_column/--data.target_column")
-        src, tgt, rows, skipped = [], [], [], 0
-        for n, (a, b) in enumerate(pairs, 1):
-            a, b = normalize_text(str(a or "")), normalize_text(str(b or ""))
-            if not a or not b:
-                skipped += 1
-                continue
-            src.append(a)
-            tgt.append(b)
-            rows.append(n)
-        if skipped:
-            from lightning.pytorch.utilities import rank_zero_warn
+            raise UserError(f"split {split!r} of dataset {label!r} has no column {missing!r} (columns: {', '.join(columns)}): set --data.source_column/--data.target_column")
 
-            rank_zero_warn(f"{skipped} pairs of the {key!r} split of {label} have an empty text and are skipped")
-        if not src:
-            raise UserError(f"the {key!r} split of dataset {label!r} holds no sentence pairs")
-        out[split] = Pairs(src, tgt, f"{label} [{key}]", rows)
+        def records(pairs: Callable = pairs, split: str = split) -> Iterator[dict[str, Any]]:
+            skipped = 0
+            for n, (a, b) in enumerate(pairs(), 1):
+                a, b = normalize_text(str(a or "")), normalize_text(str(b or ""))
+                if a and b:
+                    yield {"src_text": a, "tgt_text": b, "row": n}
+                else:
+                    skipped += 1
+            if skipped:
+                from lightning.pytorch.utilities import rank_zero_warn
+
+                rank_zero_warn(f"{skipped} pairs of the {split!r} split of {label} have an empty text and are skipped")
+
+        # the fingerprint of a datasets table: what datasets' own cache keys on
+        key = _digest([label, split, source_column, target_column, d._fingerprint])[:16]
+        try:
+            out[split] = Pairs.written(records, f"{label} [{split}]", folder / f"hf-{key}.arrow")
+        except UserError:
+            raise UserError(f"the {split!r} split of dataset {label!r} holds no sentence pairs") from None
     return out
 
 
@@ -366,58 +447,89 @@ def held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     return [i for i in range(n) if i not in picks], sorted(picks)
 
 
+def _sample(pairs: Pairs, budget: int, seed: int) -> Pairs:
+    """A seeded random sample of about ``budget`` bytes of text (all of smaller pairs)."""
+    import pyarrow.compute as pc
+
+    columns = [c for c in ("src_text", "tgt_text") if c in pairs.ds.column_names]
+    batches = pairs.ds.select_columns(columns).with_format("arrow").iter(batch_size=100_000)
+    sizes = np.concatenate([sum(pc.binary_length(b.column(c)).to_numpy().astype(np.int64) for c in columns) for b in batches])
+    rows = sample_rows(sizes, budget, seed)
+    return pairs if len(rows) == len(pairs) else pairs.select(rows.tolist())
+
+
 # --- encoded pairs --------------------------------------------------------------------------------------
-def encode_texts(tok: Tokenizer, texts: Sequence[str], limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(ids, offsets, full lengths)``: the texts' tokens (no special tokens) as one flat int32
-    array, each cut to ``limit`` tokens, and every text's length before the cut."""
-    ids_parts, lengths_parts, full_parts = [], [], []
-    for start in range(0, len(texts), _ENCODE_CHUNK):
-        encodings = tok.encode_batch(list(texts[start : start + _ENCODE_CHUNK]), add_special_tokens=False)
-        full = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-        kept = full if limit is None else np.minimum(full, limit)
-        ids_parts.append(np.fromiter(chain.from_iterable(e.ids[:limit] for e in encodings), np.int32, int(kept.sum())))
-        lengths_parts.append(kept)
-        full_parts.append(full)
-    lengths = np.concatenate(lengths_parts) if lengths_parts else np.zeros(0, np.int64)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids = np.concatenate(ids_parts) if ids_parts else np.zeros(0, np.int32)
-    return ids, offsets, np.concatenate(full_parts) if full_parts else np.zeros(0, np.int64)
+def _encode_pairs(batch: dict[str, list], src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[str, list]:
+    """A batch of pairs' token ids (no special tokens, whole: limits apply when they are read)."""
+    out = {"src": [e.ids for e in src_tok.encode_batch_fast(batch["src_text"], add_special_tokens=False)]}
+    if "tgt_text" in batch:
+        out["tgt"] = [e.ids for e in tgt_tok.encode_batch_fast(batch["tgt_text"], add_special_tokens=False)]
+    return out
+
+
+def encode_pairs(pairs: Pairs, src_tok: Tokenizer, tgt_tok: Tokenizer, folder: Path, num_proc: int | None = None) -> Any:
+    """The pairs with their token ids (``src``, ``tgt``), prepared once (a batched ``Dataset.map``
+    in ``num_proc`` processes) into an Arrow cache under a key of the pairs and the tokenizers,
+    and memory-mapped."""
+    import datasets
+
+    key = _digest([pairs.key, src_tok.to_str(), tgt_tok.to_str()])[:16]
+    ids = datasets.Sequence(datasets.Value("int32"))
+    features = datasets.Features({**pair_features(pairs.has_target), "src": ids, **({"tgt": ids} if pairs.has_target else {})})
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
+        processes = preparation_processes(num_proc, len(pairs))
+        pairs.ds.map(_encode_pairs, batched=True, batch_size=1000, num_proc=processes, features=features, fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok},
+                     cache_file_name=str(tmp / "pairs.arrow"), new_fingerprint=f"encoded-{key}", desc="Tokenizing pairs")
+
+    done = build_cached(folder / f"encoded-{key}", build)
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in sorted(done.glob("pairs*.arrow"))])
 
 
 class EncodedPairs(Dataset):
-    """A tokenised split held as flat arrays: item ``i`` is a dict of the source tokens ``src``
-    (int32, no special tokens), the target tokens ``tgt`` (``None`` for prediction), the texts
-    ``src_text`` / ``tgt_text`` and its position ``index``."""
+    """A tokenised split read in place from its memory-mapped Arrow table: item ``i`` is a dict of
+    the source tokens ``src`` (int32, no special tokens, at most ``limits[0]``), the target tokens
+    ``tgt`` (at most ``limits[1]``; absent for prediction), the texts ``src_text`` / ``tgt_text``
+    (the whole reference) and its position ``index``. ``picks``: the rows of the table in the
+    split (default: all)."""
 
-    def __init__(self, pairs: Pairs, src: tuple[np.ndarray, np.ndarray], tgt: tuple[np.ndarray, np.ndarray] | None) -> None:
-        self.pairs = pairs
-        self.src_ids, self.src_offsets = src
-        self.tgt_ids, self.tgt_offsets = tgt if tgt is not None else (None, None)
+    def __init__(self, ds: Any, picks: np.ndarray | None = None, limits: tuple[int | None, int | None] = (None, None)) -> None:
+        import pyarrow.compute as pc
+
+        self.has_target = "tgt" in ds.column_names
+        self.table = ArrowRows(ds, ["src", "src_text", *(["tgt", "tgt_text"] if self.has_target else [])])
+        self.picks = np.arange(len(ds)) if picks is None else picks
+        self.limits = limits
+        columns = ds.with_format("arrow")[:]
+        self.full = {side: pc.list_value_length(columns.column(side)).to_numpy().astype(np.int64) for side in ("src", "tgt") if side in ds.column_names}
 
     def __len__(self) -> int:
-        return len(self.src_offsets) - 1
+        return len(self.picks)
+
+    def _lengths(self, side: str, limit: int | None) -> np.ndarray:
+        n = self.full[side][self.picks]
+        return (n if limit is None else np.minimum(n, limit)) + 1
 
     def source_lengths(self) -> np.ndarray:
         """Encoder positions of each item: its tokens and ``[END]``."""
-        return np.diff(self.src_offsets) + 1
+        return self._lengths("src", self.limits[0])
 
     def target_lengths(self) -> np.ndarray:
         """Decoder positions of each item: ``[START] y`` (equally ``y [END]``)."""
-        return np.diff(self.tgt_offsets) + 1  # type: ignore[arg-type]
+        return self._lengths("tgt", self.limits[1])
 
     def lengths(self) -> np.ndarray:
         """``(n, 2)`` source and target lengths (``(n, 1)`` without targets), for batching."""
-        if self.tgt_ids is None:
+        if not self.has_target:
             return self.source_lengths()[:, None]
         return np.stack([self.source_lengths(), self.target_lengths()], 1)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        a, b = self.src_offsets[i], self.src_offsets[i + 1]
-        item = {"src": self.src_ids[a:b], "src_text": self.pairs.src[i], "index": i}
-        if self.tgt_ids is not None:
-            c, d = self.tgt_offsets[i], self.tgt_offsets[i + 1]  # type: ignore[index]
-            item["tgt"], item["tgt_text"] = self.tgt_ids[c:d], self.pairs.tgt[i]  # type: ignore[index]
+        row, (src_limit, tgt_limit) = int(self.picks[i]), self.limits
+        item = {"src": self.table.column("src", row)[:src_limit], "src_text": self.table.column("src_text", row), "index": i}
+        if self.has_target:
+            item["tgt"], item["tgt_text"] = self.table.column("tgt", row)[:tgt_limit], self.table.column("tgt_text", row)
         return item
 
 
@@ -498,8 +610,13 @@ class TranslationDataModule(ResumableDataModule):
         val_fraction: share of the pairs held out for validation (Bible: of its pairs, in whole
             books; files and datasets: when there is no validation split).
         test_fraction: share held out for testing (the Bible only).
-        split_seed: seed of the held-out splits (the Bible's books).
-        cache_dir: cache folder of trained tokenizers (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        split_seed: seed of the held-out splits (the Bible's books) and of the tokenizer's sample.
+        tokenizer_sample_bytes: train the vocabulary on a seeded random sample of the training pairs
+            of about this many bytes (all of a smaller corpus).
+        cache_dir: cache folder of trained tokenizers and prepared pairs (default ``$TFM_CACHE`` or
+            ``~/.cache/tfm``).
+        num_proc: tokenising processes (``Dataset.map``); None: one per CPU (at most 8) for 10,000
+            pairs or more, else one.
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: training batch order seed (runs resume with exactly the same batches).
     """
@@ -526,11 +643,15 @@ class TranslationDataModule(ResumableDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
         split_seed: int = 0,
+        tokenizer_sample_bytes: int = 100_000_000,
         cache_dir: str | None = None,
+        num_proc: int | None = None,
         num_workers: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=1, num_workers=num_workers, seed=seed)
+        check_num_proc(num_proc)
+        self.num_proc = num_proc
         files = {"train": train_file, "validation": validation_file, "test": test_file}
         given = [f"--data.{s}_file" for s, f in files.items() if f is not None]
         if source in FILE_SOURCES:
@@ -586,6 +707,7 @@ class TranslationDataModule(ResumableDataModule):
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.max_tokens, self.eval_max_tokens = max_tokens, eval_max_tokens or max_tokens
         self.bucket_width, self.val_fraction, self.test_fraction, self.split_seed = bucket_width, val_fraction, test_fraction, split_seed
+        self.tokenizer_sample_bytes = tokenizer_sample_bytes
         self.cache_dir = cache_root(cache_dir)
         self._raw: dict[str, Pairs] | None = None
         self._books: dict[str, list[str]] | None = None
@@ -608,16 +730,17 @@ class TranslationDataModule(ResumableDataModule):
             for split, books in self._books.items():
                 chosen = set(books)
                 picked = [v for v in verses if v.book in chosen]
-                out[split] = Pairs([getattr(v, self.source_lang) for v in picked], [getattr(v, self.target_lang) for v in picked], where, [v.line for v in picked])
+                out[split] = Pairs.of([getattr(v, self.source_lang) for v in picked], [getattr(v, self.target_lang) for v in picked], where, [v.line for v in picked])
             if not out["validation"]:
                 raise UserError("--data.val_fraction 0 leaves the Bible without a validation split: raise it")
             if not out["test"]:
                 out["test"] = out["validation"]
             return out
         if self.source.startswith("hf:"):
-            raw = hf_pairs(self.source, self.source_column, self.target_column)
+            raw = hf_pairs(self.source, self.source_column, self.target_column, self.cache_dir / "translation")
         else:
-            raw = {s: read_pair_file(f, self.source_column, self.target_column, self.source) for s, f in self.files.items() if f is not None}
+            raw = {s: read_pair_file(f, self.source_column, self.target_column, self.source, self.cache_dir / "translation")
+                   for s, f in self.files.items() if f is not None}
         if "validation" not in raw:
             if self.val_fraction <= 0:
                 raise UserError(f"{raw['train'].where} comes without a validation split and --data.val_fraction is 0: pass --data.validation_file or raise it")
@@ -650,15 +773,15 @@ class TranslationDataModule(ResumableDataModule):
                 found = "separate source and target vocabularies" if target is not None else "one joint vocabulary"
                 rank_zero_warn(f"--data.tokenizer {self.tokenizer_path} holds {found}: used as saved (--data.joint_vocab={self.joint_vocab} is ignored)")
             return tok, target if target is not None else tok
-        train = self.raw_splits["train"]
-        sides = {"src": (self.source_column, train.src), "tgt": (self.target_column, train.tgt)}
-        digests = {k: _digest(texts) for k, (_, texts) in sides.items()}  # type: ignore[arg-type]
+        train = _sample(self.raw_splits["train"], self.tokenizer_sample_bytes, self.split_seed)
+        sides = {"src": "src_text", "tgt": "tgt_text"}
+        digests = {k: _digest(train.texts(column)) for k, column in sides.items()}
         where = str(BIBLE) if self.source == "bible" else (self.source if self.source.startswith("hf:") else str(self.files["train"]))
 
         def train_on(keys: list[str]) -> Tokenizer:
             keys = sorted(keys, key=lambda k: digests[k])  # the same vocabulary for either direction
             corpus = "translation:" + "+".join(digests[k] for k in keys)
-            return bpe_tokenizer(lambda: chain.from_iterable(sides[k][1] for k in keys), corpus, vocab_size=self.vocab_size,
+            return bpe_tokenizer(lambda: chain.from_iterable(train.texts(sides[k]) for k in keys), corpus, vocab_size=self.vocab_size,
                                  cache_dir=self.cache_dir / "tokenizers")
 
         try:
@@ -743,10 +866,9 @@ class TranslationDataModule(ResumableDataModule):
         test split's sources."""
         if self._predict_pairs is None:
             if self.predict_file is not None:
-                self._predict_pairs = read_source_lines(self.predict_file, self.source_column)
+                self._predict_pairs = read_source_lines(self.predict_file, self.source_column, cache_dir=self.cache_dir / "translation")
             else:
-                test = self.raw_splits["test"]
-                self._predict_pairs = Pairs(test.src, None, test.where, test.rows)
+                self._predict_pairs = self.raw_splits["test"].sources_only()
         return self._predict_pairs
 
     def predict_lines(self, translations: Sequence[str]) -> list[str]:
@@ -756,7 +878,7 @@ class TranslationDataModule(ResumableDataModule):
         rows = self.predict_pairs.rows
         if len(translations) != len(rows):
             raise ValueError(f"{len(translations)} translations for {len(rows)} sentences")
-        if self.predict_file is None or _table_kind(Path(self.predict_file)) in ("tsv", "jsonl", "json", "csv"):
+        if self.predict_file is None or _table_kind(Path(self.predict_file)) in PAIR_FILES:
             return list(translations)
         lines = [""] * max(rows, default=0)
         for row, text in zip(rows, translations):
@@ -769,42 +891,31 @@ class TranslationDataModule(ResumableDataModule):
         longer evaluation and prediction lines are truncated with a warning."""
         if split not in self._encoded:
             pairs = self.predict_pairs if split == "predict" else self.raw_splits[split]
+            ds = encode_pairs(pairs, self.tokenizer, self.target_tokenizer, self.cache_dir / "translation", self.num_proc)
+            full = EncodedPairs(ds)
+            too_long = full.source_lengths() > self.max_source_length
+            if full.has_target:
+                too_long |= full.target_lengths() > self.max_target_length
             if split == "train":
-                src_ids, src_off, src_len = encode_texts(self.tokenizer, pairs.src)
-                tgt_ids, tgt_off, tgt_len = encode_texts(self.target_tokenizer, pairs.tgt)  # type: ignore[arg-type]
-                keep = (src_len + 1 <= self.max_source_length) & (tgt_len + 1 <= self.max_target_length)
-                self.dropped_pairs = int(len(keep) - keep.sum())
-                if not keep.any():
+                self.dropped_pairs = int(too_long.sum())
+                if self.dropped_pairs == len(full):
                     raise UserError(f"no training pair of {pairs.where} fits --data.max_source_length {self.max_source_length} and --data.max_target_length {self.max_target_length}")
                 if self.dropped_pairs:
                     from lightning.pytorch.utilities import rank_zero_info
 
-                    rank_zero_info(f"{self.dropped_pairs} of {len(keep)} training pairs are longer than --data.max_source_length "
+                    rank_zero_info(f"{self.dropped_pairs} of {len(full)} training pairs are longer than --data.max_source_length "
                                    f"{self.max_source_length} / --data.max_target_length {self.max_target_length} tokens: left out")
-                    picks = np.flatnonzero(keep)
-                    pairs = pairs.select(picks.tolist())
-                    src = _select(src_ids, src_off, picks)
-                    tgt = _select(tgt_ids, tgt_off, picks)
-                else:
-                    src, tgt = (src_ids, src_off), (tgt_ids, tgt_off)
-                self._encoded[split] = EncodedPairs(pairs, src, tgt)
+                self._encoded[split] = EncodedPairs(ds, np.flatnonzero(~too_long))
             else:
-                src_ids, src_off, src_len = encode_texts(self.tokenizer, pairs.src, self.max_source_length - 1)
-                long = src_len + 1 > self.max_source_length
-                tgt = None
-                if pairs.tgt is not None:
-                    tgt_ids, tgt_off, tgt_len = encode_texts(self.target_tokenizer, pairs.tgt, self.max_target_length - 1)
-                    long |= tgt_len + 1 > self.max_target_length
-                    tgt = (tgt_ids, tgt_off)
-                if long.any():
+                if too_long.any():
                     from lightning.pytorch.utilities import rank_zero_warn
 
                     rank_zero_warn(
-                        f"{int(long.sum())} of the {len(long)} {split} lines ({pairs.where}) are longer than --data.max_source_length "
+                        f"{int(too_long.sum())} of the {len(too_long)} {split} lines ({pairs.where}) are longer than --data.max_source_length "
                         f"{self.max_source_length} / --data.max_target_length {self.max_target_length} tokens: truncated"
-                        + (" (the references stay whole)" if pairs.tgt is not None else "")
+                        + (" (the references stay whole)" if full.has_target else "")
                     )
-                self._encoded[split] = EncodedPairs(pairs, (src_ids, src_off), tgt)
+                self._encoded[split] = EncodedPairs(ds, limits=(self.max_source_length - 1, self.max_target_length - 1))
         return self._encoded[split]
 
     def prepare_data(self) -> None:
@@ -871,11 +982,3 @@ class TranslationDataModule(ResumableDataModule):
         warnings.filterwarnings("ignore", message=r"You are using a custom batch sampler `TokenBatchSampler` for prediction")
         return self.eval_loader(self.predict_set, collate_fn=self._collator(), batch_sampler=self.batch_sampler("predict"))
 
-
-def _select(ids: np.ndarray, offsets: np.ndarray, picks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The flat-array rows ``picks`` of ``(ids, offsets)``."""
-    lengths = (offsets[1:] - offsets[:-1])[picks]
-    new_offsets = np.zeros(len(picks) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
-    index = np.repeat(offsets[picks] - new_offsets[:-1], lengths) + np.arange(int(new_offsets[-1]))
-    return ids[index], new_offsets
