@@ -40,7 +40,7 @@ from torchmetrics import Metric
 
 from ..errors import UserError
 from .loading import mix_seed
-from .sources import HubSpec, load_splits
+from .sources import HubSpec, build_cached, load_splits
 from .text import BROWN, BrownDocument, detokenize, read_brown
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
@@ -1040,16 +1040,14 @@ class QuestionAnsweringDataModule(TextDataModule):
     def generated(self) -> dict[str, list[QAExample]]:
         """The generated set (:func:`generate_brown_qa`), made once and cached as SQuAD JSON."""
         path = self.generated_path
-        if path.is_file():
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return {split: squad_examples(data[split], f"{path}[{split}]") for split in SPLITS}
-        made = generate_brown_qa(self.split_seed, self.version_2_with_negative)
         version = f"tfm-brown-qa-{GENERATED_FORMAT}-{'v2' if self.version_2_with_negative else 'v1'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({split: squad_json(made[split], version) for split in SPLITS}, ensure_ascii=False), encoding="utf-8")
-        os.replace(tmp, path)  # never a half-written cache
-        return made
+
+        def generate(tmp: Path) -> None:
+            made = generate_brown_qa(self.split_seed, self.version_2_with_negative)
+            tmp.write_text(json.dumps({split: squad_json(made[split], version) for split in SPLITS}, ensure_ascii=False), encoding="utf-8")
+
+        data = json.loads(build_cached(path, generate).read_text(encoding="utf-8"))
+        return {split: squad_examples(data[split], f"{path}[{split}]") for split in SPLITS}
 
     # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
     def train_tokenizer(self) -> Tokenizer:
@@ -1087,18 +1085,19 @@ class QuestionAnsweringDataModule(TextDataModule):
         if split not in self._features:
             examples = self.examples(split)
             path = self._features_path(split)
-            feats = _load_features(path, len(examples))
-            if feats is None:
-                from filelock import FileLock
+            loaded: dict[str, QAFeatures | None] = {}
 
-                path.parent.mkdir(parents=True, exist_ok=True)
-                with FileLock(str(path) + ".lock"):  # DDP ranks tokenize once: the others wait
-                    feats = _load_features(path, len(examples))
-                    if feats is None:
-                        feats = prepare_features(self.tokenizer, examples, self.max_seq_length, self.doc_stride, self.max_query_length)
-                        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
-                        np.savez(tmp, **feats.arrays())
-                        os.replace(tmp, path)  # never a half-written cache
+            def ready(p: Path) -> bool:
+                loaded["features"] = _load_features(p, len(examples))
+                return loaded["features"] is not None
+
+            def build(tmp: Path) -> None:
+                feats = prepare_features(self.tokenizer, examples, self.max_seq_length, self.doc_stride, self.max_query_length)
+                with open(tmp, "wb") as f:
+                    np.savez(f, **feats.arrays())
+
+            build_cached(path, build, ready)  # DDP ranks tokenize once: the others wait
+            feats = loaded.get("features") or _load_features(path, len(examples))
             self._features[split] = feats
         return self._features[split]
 
