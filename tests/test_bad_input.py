@@ -194,3 +194,14 @@ def test_sweep_errors_come_without_third_party_warnings(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         f"tfm: error: {path}: parameter model.lr has an empty values list: give it at least one value"]
+
+
+def test_preparation_processes_out_of_range(capsys, tmp_path):
+    from tfm.data.sources import cpu_count
+
+    args = [*QUIET, "--trainer.max_steps=1"]
+    msg = refused(capsys, tmp_path / "runs", *args, "--data.num_proc=0", config="configs/bert_tiny.yaml")
+    assert msg == "--data.num_proc=0: must be an integer >= 1 (processes preparing the data; unset: one per CPU for large corpora)"
+    msg = refused(capsys, tmp_path / "runs", *args, "--data.num_proc=4096", config="configs/translation_small_bible.yaml")
+    assert msg == (f"--data.num_proc 4096 is not between 1 and the {cpu_count()} CPUs of this machine: lower it (unset: one process per CPU "
+                   "for large corpora)")

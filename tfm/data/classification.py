@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import mix_seed
+from .loading import PadCollator, mix_seed
 from .sources import SPLIT_ALIASES, HubSpec, load_splits, require_columns, require_train
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
@@ -405,32 +405,10 @@ def encode_texts(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | No
     return EncodedTexts(ids, types, offsets, labels)
 
 
-class ClassificationCollator:
-    """Pads samples into a batch of int64 ``input_ids``, ``token_type_ids`` and
-    ``attention_mask`` (1: a real token) and stacks ``labels`` when the samples have them. A
-    batch is as long as its longest sequence, rounded up to ``pad_to_multiple_of`` but never
-    beyond ``max_length``."""
-
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
-        self.pad_id, self.pad_to_multiple_of, self.max_length = pad_id, pad_to_multiple_of, max_length
-
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
-        longest = max(len(s["input_ids"]) for s in samples)
-        length = longest
-        if self.pad_to_multiple_of:
-            length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            if self.max_length is not None:
-                length = max(longest, min(length, self.max_length))
-        ids = np.full((len(samples), length), self.pad_id, dtype=np.int64)
-        types = np.zeros((len(samples), length), dtype=np.int64)
-        mask = np.zeros((len(samples), length), dtype=np.int64)
-        for row, s in enumerate(samples):
-            n = len(s["input_ids"])
-            ids[row, :n], types[row, :n], mask[row, :n] = s["input_ids"], s["token_type_ids"], 1
-        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types), "attention_mask": torch.from_numpy(mask)}
-        if "labels" in samples[0]:
-            batch["labels"] = torch.from_numpy(np.stack([np.asarray(s["labels"]) for s in samples]))
-        return batch
+def ClassificationCollator(pad_id: int, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> PadCollator:  # noqa: N802
+    """Batches of int64 ``input_ids``, ``token_type_ids``, ``attention_mask`` and, when the samples
+    have them, ``labels`` stacked as they are (:class:`~tfm.data.loading.PadCollator`)."""
+    return PadCollator({"input_ids": pad_id, "token_type_ids": 0}, ["labels"], pad_to_multiple_of, max_length)
 
 
 # --- the DataModule ---------------------------------------------------------------------------------

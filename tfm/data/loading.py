@@ -17,15 +17,18 @@ order, with the same augmentations, as a run never interrupted:
 
 from __future__ import annotations
 
+import copy
+import random
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.trainer.states import TrainerStatus
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from ..hardware import auto_num_workers
 
@@ -294,6 +297,40 @@ class ArrowRows(Dataset):
         self.__init__(state["ds"], state["columns"])  # type: ignore[misc]
 
 
+class PadCollator:
+    """Pads samples (dicts) into a batch of int64 tensors: each column of ``pads`` (present in the
+    samples) padded with its value, ``attention_mask`` (1: a real token of ``input_ids``),
+    ``token_type_ids`` zeros when the samples have none, and ``stack``'s columns stacked as they
+    are (labels, positions, indices). A batch is as long as its longest sequence, rounded up to
+    ``pad_to_multiple_of`` but never beyond ``max_length``."""
+
+    def __init__(self, pads: dict[str, int], stack: Sequence[str] = (), pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
+        self.pads, self.stack, self.pad_to_multiple_of, self.max_length = pads, tuple(stack), pad_to_multiple_of, max_length
+
+    def length(self, longest: int) -> int:
+        if not self.pad_to_multiple_of:
+            return longest
+        length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        return length if self.max_length is None else max(longest, min(length, self.max_length))
+
+    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(s["input_ids"]) for s in samples]
+        width = self.length(max(lengths))
+        batch = {}
+        for name, value in self.pads.items():
+            if name in samples[0]:
+                out = np.full((len(samples), width), value, dtype=np.int64)
+                for row, s in enumerate(samples):
+                    out[row, : len(s[name])] = s[name]
+                batch[name] = torch.from_numpy(out)
+        batch.setdefault("token_type_ids", torch.zeros(len(samples), width, dtype=torch.long))
+        batch["attention_mask"] = (torch.arange(width) < torch.tensor(lengths)[:, None]).long()
+        for name in self.stack:
+            if name in samples[0]:
+                batch[name] = torch.from_numpy(np.stack([np.asarray(s[name]) for s in samples]))
+        return batch
+
+
 def _view(chunk: Any) -> Any:
     """An Arrow chunk as read by :class:`ArrowRows`: ``(offsets, values)`` numpy views of a list
     array, a numpy view of numbers, the array itself for strings."""
@@ -344,6 +381,48 @@ class SeededTransform(Dataset):
             return [(self.transform(x), y) for x, y in samples]
 
 
+STREAM_POSITION = "_stream_position"
+
+
+class ResumableStream(IterableDataset):
+    """Training batches from a ``datasets.IterableDataset`` (streamed: nothing downloaded ahead)
+    that a run resumes exactly, at the batch it stopped after.
+
+    The stream (this rank's part, ``split_dataset_by_node``) is read in blocks of ``block_size``
+    rows; ``make_batches(rows, rng)`` turns a block into collated batches, its randomness (the
+    shuffle of the block, masking) drawn from ``rng``, seeded by ``(seed, epoch, block)``: a
+    seeded shuffle buffer whose content is a function of the stream's position alone. Every batch
+    carries its position (the stream's ``state_dict()`` at its block's start, the block and the
+    batch within it) under :data:`STREAM_POSITION`; the DataModule keeps the position of the last
+    batch trained on and writes it into checkpoints, and a resumed stream restarts from that
+    block's state and skips the batches done. Reads in the training process (no workers: a
+    worker's copy of the stream could not report where it is).
+    """
+
+    def __init__(self, stream: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]], block_size: int = 10_000,
+                 seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:
+        self.stream, self.make_batches, self.block_size, self.seed, self.epoch = stream, make_batches, block_size, seed, epoch
+        self.resume: dict[str, Any] | None = None
+
+    def __iter__(self) -> Iterator[Any]:
+        epoch, block, skip = self.epoch(), 0, 0
+        self.stream.set_epoch(epoch)
+        if self.resume is not None and self.resume["epoch"] == epoch:
+            self.stream.load_state_dict(self.resume["state"])
+            block, skip = self.resume["block"], self.resume["done"]
+        self.resume = None
+        rows = iter(self.stream)
+        while True:
+            state = copy.deepcopy(self.stream.state_dict())
+            block_rows = list(islice(rows, self.block_size))
+            if not block_rows:
+                return
+            batches = self.make_batches(block_rows, random.Random(mix_seed(self.seed, epoch, block)))
+            for k in range(skip, len(batches)):
+                yield {**batches[k], STREAM_POSITION: {"epoch": epoch, "state": state, "block": block, "done": k + 1}}
+            block, skip = block + 1, 0
+
+
 def _ignore_stop_signals(worker_id: int) -> None:
     """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which stops at a batch
     end with a checkpoint (:class:`~tfm.callbacks.StopSignals`); a worker that died of the signal
@@ -378,6 +457,9 @@ class ResumableDataModule(pl.LightningDataModule):
         self.seed = seed
         self._resume: dict[str, int] | None = None
         self._train_sampler: ResumableSampler | TokenBatchSampler | None = None
+        self._stream_resume: list[dict[str, Any]] | None = None  # each rank's position in a streamed training split
+        self._stream_position: dict[str, Any] | None = None  # the position of the last batch trained on
+        self._streamed = False
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -458,11 +540,48 @@ class ResumableDataModule(pl.LightningDataModule):
         return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler,
                             batch_size=self.eval_batch_size, drop_last=False)
 
+    def stream_loader(self, stream: ResumableStream) -> DataLoader:
+        """The training DataLoader of a :class:`ResumableStream` (its batches collated already),
+        resumed at the position of this rank in the checkpoint."""
+        replicas, rank = self._replicas()
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            stream.epoch = lambda: trainer.current_epoch
+        if self._stream_resume is not None:
+            if len(self._stream_resume) != replicas:
+                from ..errors import UserError
+
+                raise UserError(f"the checkpoint was written by {len(self._stream_resume)} processes reading the stream, this run has {replicas}: "
+                                "resume a streamed run with the same number of devices and nodes")
+            stream.resume, self._stream_resume = self._stream_resume[rank], None
+        self._streamed = True
+        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return DataLoader(stream, batch_size=None, num_workers=0, pin_memory=on_cuda)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and STREAM_POSITION in batch:
+            batch = dict(batch)
+            position = batch.pop(STREAM_POSITION)
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.training:
+                self._stream_position = position
+        return batch
+
+    def _stream_positions(self) -> list[dict[str, Any] | None]:
+        """Every rank's stream position (gathered: each rank reads its own part of the stream)."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            positions: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(positions, self._stream_position)
+            return positions
+        return [self._stream_position]
+
     # --- checkpointed position ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return {}
+        if self._streamed:
+            return {"stream": self._stream_positions(), "seed": self.seed}
         epochs = trainer.fit_loop.epoch_progress.current
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
@@ -476,9 +595,11 @@ class ResumableDataModule(pl.LightningDataModule):
         return {"epoch": epoch, "batches": batches, "seed": self.seed}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state and "epoch" in state:
-            if state.get("seed", self.seed) != self.seed:
-                from ..errors import UserError
+        if state and state.get("seed", self.seed) != self.seed:
+            from ..errors import UserError
 
-                raise UserError(f"the checkpoint's data seed is {state['seed']} but --data.seed is {self.seed}: resume with the same seed")
+            raise UserError(f"the checkpoint's data seed is {state['seed']} but --data.seed is {self.seed}: resume with the same seed")
+        if state and "stream" in state:
+            self._stream_resume = [p if p is not None else {"epoch": -1} for p in state["stream"]]
+        if state and "epoch" in state:
             self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}

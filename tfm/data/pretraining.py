@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ArrowRows, mix_seed
+from .loading import ArrowRows, PadCollator, mix_seed
 from .sources import build_cached, check_num_proc, preparation_processes
 from .text import resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import (
@@ -251,7 +251,7 @@ class MaskedLMCollator:
         ids = special_ids(tok)
         self.pad_id, self.mask_id = ids["[PAD]"], ids["[MASK]"]
         self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
-        self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
+        self.pad = PadCollator({"input_ids": self.pad_id, "token_type_ids": 0, "labels": -100}, ["next_sentence_label"], pad_to_multiple_of, max_length)
         vocab = tok.get_vocab()
         size = max(vocab.values()) + 1
         self.special = torch.zeros(size, dtype=torch.bool)
@@ -262,32 +262,11 @@ class MaskedLMCollator:
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Pads and masks; samples that carry ``labels`` are masked already (:class:`StaticMasks`)."""
-        longest = max(len(s["input_ids"]) for s in samples)
-        length = longest
-        if self.pad_to_multiple_of:
-            length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            if self.max_length is not None:
-                length = max(longest, min(length, self.max_length))
-        ids = np.full((len(samples), length), self.pad_id, dtype=np.int64)
-        types = np.zeros((len(samples), length), dtype=np.int64)
-        for row, s in enumerate(samples):
-            n = len(s["input_ids"])
-            ids[row, :n], types[row, :n] = s["input_ids"], s["token_type_ids"]
-        input_ids = torch.from_numpy(ids)
-        if "labels" in samples[0]:
-            fixed = np.full((len(samples), length), -100, dtype=np.int64)
-            for row, s in enumerate(samples):
-                fixed[row, : len(s["labels"])] = s["labels"]
-            masked, labels = input_ids, torch.from_numpy(fixed)
-        else:
-            masked, labels = self.mask(input_ids)
-        return {
-            "input_ids": masked,
-            "token_type_ids": torch.from_numpy(types),
-            "attention_mask": (input_ids != self.pad_id).long(),
-            "labels": labels,
-            "next_sentence_label": torch.tensor([s["next_sentence_label"] for s in samples], dtype=torch.long),
-        }
+        batch = self.pad(samples)
+        if "labels" not in batch:
+            batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"])
+        batch["next_sentence_label"] = batch["next_sentence_label"].long()
+        return batch
 
     def mask(self, input_ids: Tensor) -> tuple[Tensor, Tensor]:
         """``(masked input_ids, labels)`` for a padded ``(batch, length)`` batch."""

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics import Metric
 
 from ..errors import UserError
-from .loading import mix_seed
+from .loading import PadCollator, mix_seed
 from .sources import HubSpec, build_cached, load_splits
 from .text import BROWN, BrownDocument, detokenize, read_brown
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
@@ -616,36 +616,13 @@ def check_window(max_seq_length: int, doc_stride: int, max_query_length: int) ->
         )
 
 
-class QACollator:
-    """Pads features into a batch: ``input_ids``, ``token_type_ids``, ``attention_mask`` and,
-    with ``positions``, ``start_positions``/``end_positions``; with ``index``, ``feature_index``
-    (all int64). A batch is padded to its longest window, rounded up to ``pad_to_multiple_of``
-    but never beyond ``max_length``."""
-
-    def __init__(self, pad_id: int, positions: bool = True, index: bool = False, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
-        self.pad_id, self.positions, self.index = pad_id, positions, index
-        self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
-
-    def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
-        longest = max(len(s["input_ids"]) for s in samples)
-        length = longest
-        if self.pad_to_multiple_of:
-            length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            if self.max_length is not None:
-                length = max(longest, min(length, self.max_length))
-        ids = np.full((len(samples), length), self.pad_id, dtype=np.int64)
-        types = np.zeros((len(samples), length), dtype=np.int64)
-        mask = np.zeros((len(samples), length), dtype=np.int64)
-        for row, s in enumerate(samples):
-            n = len(s["input_ids"])
-            ids[row, :n], types[row, :n], mask[row, :n] = s["input_ids"], s["token_type_ids"], 1
-        batch = {"input_ids": torch.from_numpy(ids), "token_type_ids": torch.from_numpy(types), "attention_mask": torch.from_numpy(mask)}
-        if self.positions:
-            batch["start_positions"] = torch.tensor([s["start_positions"] for s in samples], dtype=torch.long)
-            batch["end_positions"] = torch.tensor([s["end_positions"] for s in samples], dtype=torch.long)
-        if self.index:
-            batch["feature_index"] = torch.tensor([s["feature_index"] for s in samples], dtype=torch.long)
-        return batch
+def QACollator(pad_id: int, positions: bool = True, index: bool = False, pad_to_multiple_of: int | None = 8,  # noqa: N802
+               max_length: int | None = None) -> PadCollator:
+    """Batches of int64 ``input_ids``, ``token_type_ids``, ``attention_mask`` and, with
+    ``positions``, ``start_positions``/``end_positions``; with ``index``, ``feature_index``
+    (:class:`~tfm.data.loading.PadCollator`)."""
+    stack = [*(["start_positions", "end_positions"] if positions else []), *(["feature_index"] if index else [])]
+    return PadCollator({"input_ids": pad_id, "token_type_ids": 0}, stack, pad_to_multiple_of, max_length)
 
 
 # --- post-processing --------------------------------------------------------------------------------
@@ -1113,7 +1090,7 @@ class QuestionAnsweringDataModule(TextDataModule):
                 self.features(split)
 
     # --- loaders ----------------------------------------------------------------------------------
-    def collator(self, positions: bool = True, index: bool = False) -> QACollator:
+    def collator(self, positions: bool = True, index: bool = False) -> PadCollator:
         return QACollator(self.pad_token_id, positions, index, self.pad_to_multiple_of, self.max_seq_length)
 
     @property

@@ -60,10 +60,12 @@ def is_saved_dataset(path: str | Path) -> bool:
     return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
 
 
-def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train") -> Any:
+def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train", streaming: bool = False) -> Any:
     """A ``DatasetDict`` with canonical split names from a hub spec or a ``save_to_disk`` folder
     (``split``: that split alone, as a ``Dataset``). A lone ``Dataset`` becomes the ``lone``
-    split (None: refused, for tasks that need given splits). One line when it cannot be loaded."""
+    split (None: refused, for tasks that need given splits). ``streaming``: an
+    ``IterableDatasetDict`` read as iterated (nothing downloaded ahead). One line when it cannot
+    be loaded."""
     import datasets
 
     if isinstance(source, str) and is_hub(source):
@@ -72,19 +74,20 @@ def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: st
     try:
         if isinstance(source, HubSpec) and not is_saved_dataset(source.name):
             revision = {"revision": source.revision} if source.revision else {}
-            ds = datasets.load_dataset(source.name, source.config, **revision)
-        elif isinstance(source, HubSpec):  # hf:<a save_to_disk folder>
-            ds = datasets.load_from_disk(str(Path(source.name).expanduser()))
-        else:
-            ds = datasets.load_from_disk(str(Path(source).expanduser()))
+            ds = datasets.load_dataset(source.name, source.config, **revision, **({"streaming": True} if streaming else {}))
+        else:  # a save_to_disk folder (also as hf:<folder>)
+            ds = datasets.load_from_disk(str(Path(source.name if isinstance(source, HubSpec) else source).expanduser()))
+            if streaming:
+                ds = ds.to_iterable_dataset() if isinstance(ds, datasets.Dataset) else datasets.IterableDatasetDict(
+                    {k: v.to_iterable_dataset() for k, v in ds.items()})
     except Exception as e:  # noqa: BLE001  (network, unknown name or config, not a dataset folder, ...)
         first = str(e).splitlines()[0] if str(e) else ""
         offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)" if _offline() else ""
         raise UserError(f"could not load the Hugging Face dataset {label!r}{offline}: {type(e).__name__}: {first}") from None
-    if isinstance(ds, datasets.Dataset):
+    if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
         if lone is None:
             raise UserError(f"{label} is a single dataset: tfm needs train and validation splits (a DatasetDict)")
-        ds = datasets.DatasetDict({lone: ds})
+        ds = (datasets.DatasetDict if isinstance(ds, datasets.Dataset) else datasets.IterableDatasetDict)({lone: ds})
     ds = canonical_splits(ds)
     if split is not None:
         if split not in ds:
@@ -105,7 +108,7 @@ def canonical_splits(ds: Any) -> Any:
             out[split] = ds[found]
             used.add(found)
     out.update({k: v for k, v in ds.items() if k not in used and k not in out})
-    return datasets.DatasetDict(out)
+    return datasets.IterableDatasetDict(out) if isinstance(ds, datasets.IterableDatasetDict) else datasets.DatasetDict(out)
 
 
 def require_train(ds: Any, label: str) -> None:

@@ -46,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import mix_seed
+from .loading import PadCollator, mix_seed
 from .sources import HubSpec, load_splits, require_columns
 from .text import BROWN, read_brown
 from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
@@ -658,33 +658,10 @@ def encode_tagged(
     return TaggedExamples(all_ids, all_labels), stats
 
 
-class TaggingCollator:
-    """Pads samples into a batch of ``input_ids``, ``token_type_ids`` (zeros), ``attention_mask``
-    and ``labels`` (-100 on padding), all int64; the length is the longest sequence rounded up to
-    ``pad_to_multiple_of`` (never beyond ``max_length``). Deterministic: no randomness."""
-
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
-        self.pad_id, self.pad_to_multiple_of, self.max_length = pad_id, pad_to_multiple_of, max_length
-
-    def __call__(self, samples: Sequence[dict[str, np.ndarray]]) -> dict[str, Tensor]:
-        longest = max(len(s["input_ids"]) for s in samples)
-        length = longest
-        if self.pad_to_multiple_of:
-            length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-            if self.max_length is not None:
-                length = max(longest, min(length, self.max_length))
-        ids = np.full((len(samples), length), self.pad_id, dtype=np.int64)
-        labels = np.full((len(samples), length), -100, dtype=np.int64)
-        mask = np.zeros((len(samples), length), dtype=np.int64)
-        for row, s in enumerate(samples):
-            n = len(s["input_ids"])
-            ids[row, :n], labels[row, :n], mask[row, :n] = s["input_ids"], s["labels"], 1
-        return {
-            "input_ids": torch.from_numpy(ids),
-            "token_type_ids": torch.zeros_like(torch.from_numpy(ids)),
-            "attention_mask": torch.from_numpy(mask),
-            "labels": torch.from_numpy(labels),
-        }
+def TaggingCollator(pad_id: int, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> PadCollator:  # noqa: N802
+    """Batches of int64 ``input_ids``, ``token_type_ids`` (zeros), ``attention_mask`` and ``labels``
+    (-100 on padding) (:class:`~tfm.data.loading.PadCollator`)."""
+    return PadCollator({"input_ids": pad_id, "labels": -100}, (), pad_to_multiple_of, max_length)
 
 
 # --- the DataModule -------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .classification import _open_text, _table_kind, read_table
-from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
+from .loading import ArrowRows, ResumableDataModule, ResumableStream, TokenBatchSampler, mix_seed
 from .sources import HubSpec, build_cached, check_num_proc, load_splits, load_table_file, preparation_processes, require_train, write_records
 from .text import sample_rows
 from .tokenizers import (
@@ -615,6 +615,11 @@ class TranslationDataModule(ResumableDataModule):
             of about this many bytes (all of a smaller corpus).
         cache_dir: cache folder of trained tokenizers and prepared pairs (default ``$TFM_CACHE`` or
             ``~/.cache/tfm``).
+        streaming: read the training pairs of a ``hf:`` dataset or a file as they are trained on
+            (``datasets`` streaming: nothing downloaded or prepared ahead): blocks of pairs,
+            each shuffled and packed into batches from ``(seed, epoch, block)``, resumed exactly
+            at the batch a run stopped after; validation and test splits (needed) are read whole.
+        stream_block_size: pairs per shuffled block of a stream (larger: better mixed, more memory).
         num_proc: tokenising processes (``Dataset.map``); None: one per CPU (at most 8) for 10,000
             pairs or more, else one.
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
@@ -646,12 +651,16 @@ class TranslationDataModule(ResumableDataModule):
         tokenizer_sample_bytes: int = 100_000_000,
         cache_dir: str | None = None,
         num_proc: int | None = None,
+        streaming: bool = False,
+        stream_block_size: int = 10_000,
         num_workers: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size=1, num_workers=num_workers, seed=seed)
         check_num_proc(num_proc)
-        self.num_proc = num_proc
+        self.num_proc, self.streaming, self.stream_block_size = num_proc, streaming, stream_block_size
+        if streaming and source == "bible":
+            raise UserError("--data.streaming reads hf: datasets and files (--data.source tsv/jsonl), not the bundled Bible")
         files = {"train": train_file, "validation": validation_file, "test": test_file}
         given = [f"--data.{s}_file" for s, f in files.items() if f is not None]
         if source in FILE_SOURCES:
@@ -736,7 +745,9 @@ class TranslationDataModule(ResumableDataModule):
             if not out["test"]:
                 out["test"] = out["validation"]
             return out
-        if self.source.startswith("hf:"):
+        if self.streaming:
+            raw = self._streamed_splits()
+        elif self.source.startswith("hf:"):
             raw = hf_pairs(self.source, self.source_column, self.target_column, self.cache_dir / "translation")
         else:
             raw = {s: read_pair_file(f, self.source_column, self.target_column, self.source, self.cache_dir / "translation")
@@ -924,7 +935,7 @@ class TranslationDataModule(ResumableDataModule):
     def setup(self, stage: str) -> None:
         self.collator = TranslationCollator(self.pad_token_id, self.bos_token_id, self.eos_token_id)
         wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}.get(stage, SPLITS)
-        for split in wanted:
+        for split in wanted if not self.streaming else [w for w in wanted if w != "train"]:
             self.encoded(split)
 
     @property
@@ -966,7 +977,76 @@ class TranslationDataModule(ResumableDataModule):
             self.collator = TranslationCollator(self.pad_token_id, self.bos_token_id, self.eos_token_id)
         return self.collator
 
+    # --- streaming ----------------------------------------------------------------------------------
+    def _streams(self) -> Any:
+        """The splits as ``datasets`` streams (an ``IterableDatasetDict``), train and validation needed."""
+        import datasets
+
+        if self.source.startswith("hf:"):
+            streams = load_splits(self.source, streaming=True)
+        else:
+            files = {split: str(Path(f).expanduser()) for split, f in self.files.items() if f is not None}
+            kind = _table_kind(Path(files["train"]))
+            builder, options = {"tsv": ("csv", {"delimiter": "\t", "quoting": 3}), "csv": ("csv", {}), "json": ("json", {}), "jsonl": ("json", {}),
+                                "parquet": ("parquet", {}), "arrow": ("arrow", {})}.get(kind, ("csv", {"delimiter": "\t", "quoting": 3}))
+            streams = datasets.load_dataset(builder, data_files=files, streaming=True, **options)
+        require_train(streams, self.source if self.source.startswith("hf:") else str(self.files["train"]))
+        if "validation" not in streams:
+            raise UserError(f"--data.streaming needs a validation split, and {self.source} has none (it has {', '.join(streams)}): "
+                            "pass --data.validation_file or a dataset with one")
+        return streams
+
+    def _stream_pairs(self, rows: Iterable[dict[str, Any]]) -> Iterator[tuple[str, str]]:
+        for row in rows:
+            a, b = (normalize_text(str(_field(row, c) or "")) for c in (self.source_column, self.target_column))
+            if a and b:
+                yield a, b
+
+    def _streamed_splits(self) -> dict[str, Pairs]:
+        """Validation and test pairs read whole; ``train``: the head of the training stream, of
+        ``tokenizer_sample_bytes``, to train the vocabulary on."""
+        streams = self._streams()
+        out = {}
+        for split in ("validation", "test"):
+            if split in streams:
+                pairs = list(self._stream_pairs(streams[split]))
+                if not pairs:
+                    raise UserError(f"the {split!r} split of {self.source} holds no sentence pairs")
+                out[split] = Pairs.of([a for a, _ in pairs], [b for _, b in pairs], f"{self.source} [{split}]")
+        head, size = [], 0
+        for pair in self._stream_pairs(streams["train"]):
+            head.append(pair)
+            size += len(pair[0]) + len(pair[1])
+            if size >= self.tokenizer_sample_bytes:
+                break
+        out["train"] = Pairs.of([a for a, _ in head], [b for _, b in head], f"{self.source} [train, first {len(head)} pairs]")
+        return out
+
+    def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+        """A block of streamed rows as collated training batches: pairs over the length limits
+        left out, the rest packed by token count and shuffled (:class:`TokenBatchSampler`)."""
+        pairs = list(self._stream_pairs(rows))
+        src = [e.ids for e in self.tokenizer.encode_batch_fast([a for a, _ in pairs], add_special_tokens=False)]
+        tgt = [e.ids for e in self.target_tokenizer.encode_batch_fast([b for _, b in pairs], add_special_tokens=False)]
+        keep = [i for i in range(len(pairs)) if len(src[i]) < self.max_source_length and len(tgt[i]) < self.max_target_length]
+        lengths = [(len(src[i]) + 1, len(tgt[i]) + 1) for i in keep]
+        sampler = TokenBatchSampler(lengths, self.max_tokens, shuffle=True, seed=rng.getrandbits(62), bucket_width=self.bucket_width)
+        collate = self._collator()
+        return [collate([{"src": src[keep[j]], "tgt": tgt[keep[j]], "src_text": pairs[keep[j]][0], "tgt_text": pairs[keep[j]][1], "index": keep[j]}
+                         for j in batch]) for batch in sampler.global_batches(0)]
+
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            from datasets.distributed import split_dataset_by_node
+
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.max_steps == -1:
+                raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
+            replicas, rank = self._replicas()
+            stream = self._streams()["train"]
+            if replicas > 1:
+                stream = split_dataset_by_node(stream, rank=rank, world_size=replicas)
+            return self.stream_loader(ResumableStream(stream, self._stream_batches, self.stream_block_size, self.seed))
         return self.train_loader(self.train_set, collate_fn=self._collator(), batch_sampler=self.batch_sampler("train"))
 
     def val_dataloader(self) -> DataLoader:
