@@ -95,3 +95,20 @@ def test_a_streamed_run_needs_max_steps(tmp_path, capsys):
     assert e.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == ("tfm: error: --data.streaming reads a stream of unknown length: set "
                                                                 "--trainer.max_steps (the schedule needs it)")
+
+
+def test_sigkill_then_resume_of_streamed_pretraining_is_bitwise_exact(tmp_path):
+    """Documents streamed from a folder: pairs drawn and masked per block, held-out documents skipped."""
+    from tfm.data.text import read_brown
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for doc in read_brown()[:60]:
+        (folder / f"{doc.id}.txt").write_text("\n".join(doc.text()), encoding="utf-8")
+    args = [f"--data.source={folder}", "--data.streaming=true", "--data.stream_block_size=8", "--data.batch_size=8", "--data.val_fraction=0.1",
+            "--data.test_fraction=0.1", f"--data.cache_dir={tmp_path / 'cache'}", "--trainer.limit_val_batches=1", "--trainer.val_check_interval=5"]
+    assert_exact_resume("configs/bert_tiny.yaml", args, tmp_path, steps=10)
+    with pytest.raises(UserError, match="not the bundled Brown corpus"):
+        from tfm.data.pretraining import BertPretrainingDataModule
+
+        BertPretrainingDataModule(streaming=True)

@@ -21,6 +21,7 @@ import json
 import os
 import random
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -31,9 +32,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ArrowRows, PadCollator, mix_seed
-from .sources import build_cached, check_num_proc, preparation_processes
-from .text import resolve_source, row_sentences, row_sizes, sample_rows
+from .loading import ArrowRows, PadCollator, ResumableStream, mix_seed
+from .sources import HubSpec, build_cached, check_num_proc, is_table_file, load_splits, preparation_processes, require_train
+from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import (
     CONTINUATION_PREFIX,
     TextDataModule,
@@ -348,6 +349,15 @@ class BertPretrainingDataModule(TextDataModule):
         max_documents: use only the first documents of the source.
         tokenizer_sample_bytes: train the vocabulary on a seeded random sample of the documents
             of about this many bytes (all of a smaller corpus).
+        streaming: read the training documents of a ``hf:`` dataset or local text / Parquet files
+            as they are trained on (``datasets`` streaming: nothing downloaded or prepared ahead).
+            Validation and test documents are held out by a hash of their text (so the stream
+            skips them) and come from the first ``max_documents`` (default 10,000) documents,
+            which also give the vocabulary's sample; the training stream is read in blocks of
+            ``stream_block_size`` documents whose sentence pairs are drawn, shuffled and masked
+            from ``(seed, epoch, block)``, and a run resumes exactly at the batch it stopped after.
+        stream_block_size: documents per block of a stream (random next segments come from the
+            same block).
         num_proc: preparation processes (``Dataset.map``); None: one per CPU (at most 8) for a
             corpus of 10,000 documents or more, else one.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
@@ -375,6 +385,8 @@ class BertPretrainingDataModule(TextDataModule):
         max_documents: int | None = None,
         tokenizer_sample_bytes: int = 100_000_000,
         num_proc: int | None = None,
+        streaming: bool = False,
+        stream_block_size: int = 1000,
         pad_to_multiple_of: int | None = 8,
         cache_dir: str | None = None,
         batch_size: int = 32,
@@ -403,6 +415,9 @@ class BertPretrainingDataModule(TextDataModule):
         self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of = mlm_probability, whole_word_masking, pad_to_multiple_of
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         check_num_proc(num_proc)
+        if streaming and self.source.kind == "brown":
+            raise UserError("--data.streaming reads hf: datasets and text or Parquet files, not the bundled Brown corpus")
+        self.streaming, self.stream_block_size = streaming, stream_block_size
         self.max_documents, self.tokenizer_sample_bytes, self.num_proc = max_documents, tokenizer_sample_bytes, num_proc
         self.cache_dir = cache_root(cache_dir)
         self._tokenizer: Tokenizer | None = None
@@ -429,10 +444,57 @@ class BertPretrainingDataModule(TextDataModule):
         return wordpiece_tokenizer(texts, key, vocab_size=self.vocab_size, lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
 
     def documents(self) -> Any:
-        """The source's documents (the first ``max_documents``): a ``datasets.Dataset``, one row each."""
+        """The source's documents (the first ``max_documents``): a ``datasets.Dataset``, one row each
+        (streaming: the first ``max_documents`` or 10,000 of the stream, held in memory)."""
         if self._documents is None:
-            self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
+            if self.streaming:
+                import datasets
+
+                head = list(islice(self._stream(), self.max_documents or 10_000))
+                if not head:
+                    raise UserError(f"the corpus {self.source} holds no text")
+                self._documents = datasets.Dataset.from_list(head)
+            else:
+                self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
         return self._documents
+
+    # --- streaming -------------------------------------------------------------------------------
+    def _stream(self) -> Any:
+        """The training split of the source as a ``datasets`` stream of documents (a ``text`` column)."""
+        import datasets
+
+        if self.source.kind == "hf":
+            streams = load_splits(HubSpec(self.source.location, self.source.config, self.source.revision), streaming=True)
+            require_train(streams, str(self.source))
+            return streams["train"].select_columns(["text"])
+        path = Path(self.source.location)
+        if is_table_file(path):
+            return datasets.load_dataset(path.suffix.lstrip(".").lower(), data_files=str(path), split="train", streaming=True).select_columns(["text"])
+        files = [str(f) for f in _text_files(path)] if path.is_dir() else [str(path)]
+        return datasets.load_dataset("text", data_files=files, sample_by="document" if path.is_dir() else "paragraph", split="train", streaming=True)
+
+    def held_out(self, text: str) -> str:
+        """The split of a streamed document, from a hash of its text and ``split_seed``."""
+        u = mix_seed(self.split_seed, int(hashlib.sha1(text[:4096].encode("utf-8", "replace")).hexdigest()[:15], 16)) / 2**63
+        return "validation" if u < self.val_fraction else "test" if u < self.val_fraction + self.test_fraction else "train"
+
+    def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Tensor]]:
+        """A block of streamed documents (those of the training split) as masked batches."""
+        texts = [r["text"] for r in rows if r["text"] and self.held_out(r["text"]) == "train"]
+        docs = [d for d in ([s for s in doc if s] for doc in tokenize_documents(self.tokenizer, row_sentences({"text": texts}))) if d]
+        seed, ids = rng.getrandbits(62), special_ids(self.tokenizer)
+        settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, seed)
+        made = [inst for i in range(len(docs)) for inst in document_instances(docs, i, *settings)]
+        rng.shuffle(made)
+        columns = instance_columns(made, ids["[CLS]"], ids["[SEP]"])
+        items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8), "next_sentence_label": np.int8(n)}
+                 for a, t, n in zip(columns["input_ids"], columns["token_type_ids"], columns["next_sentence_label"])]
+        batches = []
+        for start in range(0, len(items) - self.batch_size + 1, self.batch_size):  # whole batches: the rest of a block is dropped
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(rng.getrandbits(62))
+                batches.append(self.collator(items[start : start + self.batch_size]))
+        return batches
 
     # --- instances, cached on disk --------------------------------------------------------------
     def split_documents(self, n: int) -> dict[str, np.ndarray]:
@@ -446,6 +508,18 @@ class BertPretrainingDataModule(TextDataModule):
         picks = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
         return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
 
+    def _split_picks(self, docs: Any, nonempty: np.ndarray) -> dict[str, np.ndarray]:
+        """Positions among the non-empty documents of each split's: seeded at random, or (streaming)
+        by :meth:`held_out`, as the training stream skips them."""
+        if not self.streaming:
+            return self.split_documents(len(nonempty))
+        names = np.array([self.held_out(t or "") for t in docs.select_columns(["text"])["text"]])[nonempty]
+        picks = {split: np.flatnonzero(names == split) for split in SPLITS}
+        if not len(picks["validation"]) or (self.test_fraction > 0 and not len(picks["test"])):
+            raise UserError(f"the first {len(docs)} documents of {self.source} hold no validation or test document: raise --data.max_documents "
+                            "(the documents streaming holds out from) or --data.val_fraction/--data.test_fraction")
+        return picks
+
     @property
     def instances_path(self) -> Path:
         """The cache folder of this tokenizer's, source's and settings' instances."""
@@ -454,7 +528,7 @@ class BertPretrainingDataModule(TextDataModule):
             "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
             "source": self.source.key,
             "max_documents": self.max_documents,
-            "split": [self.val_fraction, self.test_fraction, self.split_seed],
+            "split": [self.val_fraction, self.test_fraction, self.split_seed, "held out by hash" if self.streaming else "at random"],
             "instances": [self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor],
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
@@ -487,7 +561,7 @@ class BertPretrainingDataModule(TextDataModule):
                 features = datasets.Features({
                     "input_ids": id_list, "token_type_ids": datasets.Sequence(datasets.Value("int8")), "next_sentence_label": datasets.Value("int8"),
                 })
-                for k, (split, picks) in enumerate(self.split_documents(len(nonempty)).items()):
+                for k, (split, picks) in enumerate(self._split_picks(docs, nonempty).items()):
                     settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, mix_seed(self.split_seed, k))
                     datasets.Dataset.from_dict({"doc": picks}).map(
                         _instances_batch, batched=True, batch_size=64, with_indices=True, num_proc=preparation_processes(self.num_proc, len(picks)),
@@ -528,6 +602,17 @@ class BertPretrainingDataModule(TextDataModule):
         return self._splits["test"]
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            from datasets.distributed import split_dataset_by_node
+
+            trainer = getattr(self, "trainer", None)
+            if trainer is not None and trainer.max_steps == -1:
+                raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
+            replicas, rank = self._replicas()
+            stream = self._stream()
+            if replicas > 1:
+                stream = split_dataset_by_node(stream, rank=rank, world_size=replicas)
+            return self.stream_loader(ResumableStream(stream, self._stream_batches, self.stream_block_size, self.seed))
         return self.train_loader(self.train_set, self.collator, collate=True)
 
     def val_dataloader(self) -> DataLoader:
