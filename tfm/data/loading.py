@@ -406,14 +406,15 @@ class ResumableStream(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         epoch, block, skip = self.epoch(), 0, 0
-        self.stream.set_epoch(epoch)
+        stream = copy.deepcopy(self.stream)  # a state loaded into a stream stays its start for every later epoch
+        stream.set_epoch(epoch)
         if self.resume is not None and self.resume["epoch"] == epoch:
-            self.stream.load_state_dict(self.resume["state"])
+            stream.load_state_dict(self.resume["state"])
             block, skip = self.resume["block"], self.resume["done"]
         self.resume = None
-        rows = iter(self.stream)
+        rows = iter(stream)
         while True:
-            state = copy.deepcopy(self.stream.state_dict())
+            state = copy.deepcopy(stream.state_dict())
             block_rows = list(islice(rows, self.block_size))
             if not block_rows:
                 return
