@@ -65,10 +65,9 @@ def test_ddp_ranks_read_their_own_part_and_checkpoint_both_positions(tmp_path):
     (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
     stream = torch.load(ckpt, map_location="cpu", weights_only=True)["TranslationDataModule"]["stream"]
     assert len(stream) == 2 and all(p["done"] >= 1 for p in stream)
-    one = {k: v for k, v in main(["validate", *common, f"--ckpt_path={ckpt}"]).trainer.callback_metrics.items() if k.startswith("val/")}
-    two = run_cli("validate", *common, f"--ckpt_path={ckpt}", *DDP)
-    assert one.keys() == two.keys() and all(two[k] == pytest.approx(float(one[k]), rel=1e-5) for k in one)
-    run_cli("fit", *common, "--trainer.max_steps=5", f"--ckpt_path={ckpt}", *DDP)  # both ranks resume their part
+    # both ranks resume their part (validation is read whole, as without streaming: tests/test_ddp.py compares 1 and 2 processes)
+    run_cli("fit", *common, "--trainer.max_steps=5", f"--ckpt_path={ckpt}", *DDP)
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 5
 
 
 def test_streaming_mistakes_are_one_line(tmp_path):
