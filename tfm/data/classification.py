@@ -27,9 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError

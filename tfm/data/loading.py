@@ -21,6 +21,7 @@ import copy
 import random
 import signal
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import islice
 from typing import Any
 
@@ -30,6 +31,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..errors import UserError
 from ..hardware import auto_num_workers
 
 
@@ -41,6 +43,15 @@ def mix_seed(*parts: int) -> int:
         x = (x ^ (x >> 27)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
         x ^= x >> 31
     return x & 0x7FFFFFFFFFFFFFFF
+
+
+@contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """torch's CPU generator seeded with ``seed`` inside, restored after (``torch.manual_seed``
+    would also queue a CUDA seed, a stack trace each time)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        yield
 
 
 class ResumableSampler(Sampler[int]):
@@ -62,9 +73,10 @@ class ResumableSampler(Sampler[int]):
         self.epoch = 0
         self.skip_samples = 0  # per replica, applied once to ``resume_epoch``
         self.resume_epoch: int | None = None
+        self.uneven = not per_epoch and n >= num_replicas  # evaluation: shards without repeats
         if drop_last and n % num_replicas:
             self.per_replica = n // num_replicas
-        elif not per_epoch and n >= num_replicas:
+        elif self.uneven:
             self.per_replica = len(range(rank, n, num_replicas))
         else:
             self.per_replica = -(-n // num_replicas)
@@ -79,7 +91,7 @@ class ResumableSampler(Sampler[int]):
             idx = torch.randperm(self.n, generator=g).tolist()
         else:
             idx = list(range(self.n))
-        if not self.per_epoch and self.n >= self.num_replicas:
+        if self.uneven:
             return idx[self.rank :: self.num_replicas]
         total = self.per_replica * self.num_replicas
         idx = idx[:total] if len(idx) >= total else idx + idx[: total - len(idx)]
@@ -371,8 +383,7 @@ class SeededTransform(Dataset):
         if self.transform is None:
             return samples
         epoch, first = items[0]
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(mix_seed(self.seed, epoch, first))
+        with seeded_torch(mix_seed(self.seed, epoch, first)):
             if self.collate:  # list of samples -> batch
                 return self.transform(samples)
             if self.batched:  # one call on the stacked batch (per-sample randomness inside)
@@ -541,17 +552,23 @@ class ResumableDataModule(pl.LightningDataModule):
         return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler,
                             batch_size=self.eval_batch_size, drop_last=False)
 
-    def stream_loader(self, stream: ResumableStream) -> DataLoader:
-        """The training DataLoader of a :class:`ResumableStream` (its batches collated already),
-        resumed at the position of this rank in the checkpoint."""
+    def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]], block_size: int) -> DataLoader:
+        """The training DataLoader of a ``datasets`` stream of ``rows``: this rank's part, read by a
+        :class:`ResumableStream` (its batches collated already), resumed at this rank's position in
+        the checkpoint."""
+        from datasets.distributed import split_dataset_by_node
+
         replicas, rank = self._replicas()
         trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.max_steps == -1:
+            raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
+        if replicas > 1:
+            rows = split_dataset_by_node(rows, rank=rank, world_size=replicas)
+        stream = ResumableStream(rows, make_batches, block_size, self.seed)
         if trainer is not None:
             stream.epoch = lambda: trainer.current_epoch
         if self._stream_resume is not None:
             if len(self._stream_resume) != replicas:
-                from ..errors import UserError
-
                 raise UserError(f"the checkpoint was written by {len(self._stream_resume)} processes reading the stream, this run has {replicas}: "
                                 "resume a streamed run with the same number of devices and nodes")
             stream.resume, self._stream_resume = self._stream_resume[rank], None
@@ -597,8 +614,6 @@ class ResumableDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state and state.get("seed", self.seed) != self.seed:
-            from ..errors import UserError
-
             raise UserError(f"the checkpoint's data seed is {state['seed']} but --data.seed is {self.seed}: resume with the same seed")
         if state and "stream" in state:
             self._stream_resume = [p if p is not None else {"epoch": -1} for p in state["stream"]]

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -32,8 +30,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ArrowRows, PadCollator, ResumableStream, mix_seed
-from .sources import HubSpec, build_cached, check_num_proc, is_table_file, load_splits, preparation_processes, require_train
+from .loading import ArrowRows, PadCollator, mix_seed, seeded_torch
+from .sources import HubSpec, build_cached, check_num_proc, is_table_file, load_shards, load_splits, preparation_processes, quiet_fork, require_train
 from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import (
     CONTINUATION_PREFIX,
@@ -197,30 +195,6 @@ def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocu
     return instance_columns(made, *cls_sep)
 
 
-@contextmanager
-def _quiet_fork(processes: int | None) -> Iterator[None]:
-    """No "the current process just got forked" warning of ``tokenizers`` in ``map`` workers (its
-    thread pool is off in them anyway)."""
-    old = os.environ.get("TOKENIZERS_PARALLELISM")
-    if processes:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("TOKENIZERS_PARALLELISM", None)
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = old
-
-
-def load_split(folder: Path, split: str) -> Any:
-    """A prepared split: its Arrow files (one per preparation process), memory-mapped."""
-    import datasets
-
-    files = sorted(folder.glob(f"{split}*.arrow"))
-    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
-
-
 def PretrainingInstances(ds: Any) -> ArrowRows:  # noqa: N802  (the reader of a split of instances)
     """A split of instances read in place: item ``i`` is a dict of ``input_ids`` (int32),
     ``token_type_ids`` (int8) and ``next_sentence_label``."""
@@ -316,9 +290,7 @@ class StaticMasks(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.instances[i]
-        with torch.random.fork_rng(devices=[]):
-            # the CPU generator alone (torch.manual_seed would also queue a CUDA seed, a stack trace each time)
-            torch.default_generator.manual_seed(mix_seed(self.seed, i))
+        with seeded_torch(mix_seed(self.seed, i)):
             masked, labels = self.collator.mask(torch.from_numpy(item["input_ids"].astype(np.int64))[None])
         return {**item, "input_ids": masked[0].numpy(), "labels": labels[0].numpy()}
 
@@ -481,18 +453,16 @@ class BertPretrainingDataModule(TextDataModule):
     def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Tensor]]:
         """A block of streamed documents (those of the training split) as masked batches."""
         texts = [r["text"] for r in rows if r["text"] and self.held_out(r["text"]) == "train"]
-        docs = [d for d in ([s for s in doc if s] for doc in tokenize_documents(self.tokenizer, row_sentences({"text": texts}))) if d]
-        seed, ids = rng.getrandbits(62), special_ids(self.tokenizer)
-        settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, seed)
-        made = [inst for i in range(len(docs)) for inst in document_instances(docs, i, *settings)]
+        docs = tokenize_documents(self.tokenizer, row_sentences({"text": texts}))
+        made = create_instances(docs, self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, rng.getrandbits(62))
         rng.shuffle(made)
+        ids = special_ids(self.tokenizer)
         columns = instance_columns(made, ids["[CLS]"], ids["[SEP]"])
         items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8), "next_sentence_label": np.int8(n)}
                  for a, t, n in zip(columns["input_ids"], columns["token_type_ids"], columns["next_sentence_label"])]
         batches = []
         for start in range(0, len(items) - self.batch_size + 1, self.batch_size):  # whole batches: the rest of a block is dropped
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(rng.getrandbits(62))
+            with seeded_torch(rng.getrandbits(62)):
                 batches.append(self.collator(items[start : start + self.batch_size]))
         return batches
 
@@ -549,7 +519,7 @@ class BertPretrainingDataModule(TextDataModule):
             folder.mkdir(parents=True)
             tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]  # map fingerprints: at most 64 characters with shard suffixes
             id_list = datasets.Sequence(datasets.Value("int32"))
-            with _quiet_fork(processes):
+            with quiet_fork(processes):
                 tokens = docs.map(
                     _encode_documents, batched=True, batch_size=256, num_proc=processes, remove_columns=docs.column_names,
                     features=datasets.Features({"ids": id_list, "ends": id_list}), fn_kwargs={"tok": tok},
@@ -573,7 +543,7 @@ class BertPretrainingDataModule(TextDataModule):
                 f.unlink()
 
         folder = build_cached(self.instances_path, build)
-        return {split: load_split(folder, split) for split in SPLITS}
+        return {split: load_shards(folder, split) for split in SPLITS}
 
     def prepare_data(self) -> None:
         self.build_instances()
@@ -603,16 +573,7 @@ class BertPretrainingDataModule(TextDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
-            from datasets.distributed import split_dataset_by_node
-
-            trainer = getattr(self, "trainer", None)
-            if trainer is not None and trainer.max_steps == -1:
-                raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
-            replicas, rank = self._replicas()
-            stream = self._stream()
-            if replicas > 1:
-                stream = split_dataset_by_node(stream, rank=rank, world_size=replicas)
-            return self.stream_loader(ResumableStream(stream, self._stream_batches, self.stream_block_size, self.seed))
+            return self.stream_loader(self._stream(), self._stream_batches, self.stream_block_size)
         return self.train_loader(self.train_set, self.collator, collate=True)
 
     def val_dataloader(self) -> DataLoader:

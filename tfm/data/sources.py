@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import UserError
 
@@ -169,6 +170,30 @@ def preparation_processes(num_proc: int | None, rows: int) -> int | None:
     for one (``datasets`` then runs the map in this process)."""
     processes = (min(8, cpu_count()) if rows >= 10_000 else 1) if num_proc is None else max(1, min(num_proc, rows))
     return processes if processes > 1 else None
+
+
+@contextmanager
+def quiet_fork(processes: int | None) -> Iterator[None]:
+    """Around a ``Dataset.map`` in ``processes`` workers: no "the current process just got forked"
+    warning of ``tokenizers`` in them (its thread pool is off in forked workers anyway)."""
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    if processes:
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+
+
+def load_shards(folder: Path, name: str) -> Any:
+    """The ``datasets.Dataset`` a ``map(cache_file_name=folder / f"{name}.arrow")`` wrote: one file,
+    or one per process (``name_0000k_of_0000n.arrow``), memory-mapped and concatenated in order."""
+    import datasets
+
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in sorted(folder.glob(f"{name}*.arrow"))])
 
 
 def check_num_proc(num_proc: int | None) -> None:

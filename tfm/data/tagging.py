@@ -40,9 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
-from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError

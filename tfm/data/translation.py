@@ -59,9 +59,20 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .classification import _open_text, _table_kind, read_table
-from .loading import ArrowRows, ResumableDataModule, ResumableStream, TokenBatchSampler, mix_seed
-from .sources import HubSpec, build_cached, check_num_proc, load_splits, load_table_file, preparation_processes, require_train, write_records
-from .text import sample_rows
+from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
+from .sources import (
+    HubSpec,
+    build_cached,
+    check_num_proc,
+    load_shards,
+    load_splits,
+    load_table_file,
+    preparation_processes,
+    quiet_fork,
+    require_train,
+    write_records,
+)
+from .text import sample_rows, text_bytes
 from .tokenizers import (
     BPE_SPECIAL_TOKENS,
     BYTE_TOKENS,
@@ -221,7 +232,8 @@ class Pairs:
         return len(self.ds)
 
     def select(self, picks: Sequence[int]) -> Pairs:
-        return Pairs(self.ds.select(picks), self.where, _digest([self.key, *map(str, picks)]))
+        key = hashlib.sha256(self.key.encode() + np.asarray(picks, dtype=np.int64).tobytes()).hexdigest()
+        return Pairs(self.ds.select(picks), self.where, key)
 
     def sources_only(self) -> Pairs:
         return Pairs(self.ds.remove_columns(["tgt_text"]) if self.has_target else self.ds, self.where, self.key + "-src")
@@ -449,12 +461,7 @@ def held_out(n: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
 
 def _sample(pairs: Pairs, budget: int, seed: int) -> Pairs:
     """A seeded random sample of about ``budget`` bytes of text (all of smaller pairs)."""
-    import pyarrow.compute as pc
-
-    columns = [c for c in ("src_text", "tgt_text") if c in pairs.ds.column_names]
-    batches = pairs.ds.select_columns(columns).with_format("arrow").iter(batch_size=100_000)
-    sizes = np.concatenate([sum(pc.binary_length(b.column(c)).to_numpy().astype(np.int64) for c in columns) for b in batches])
-    rows = sample_rows(sizes, budget, seed)
+    rows = sample_rows(text_bytes(pairs.ds, [c for c in ("src_text", "tgt_text") if c in pairs.ds.column_names]), budget, seed)
     return pairs if len(rows) == len(pairs) else pairs.select(rows.tolist())
 
 
@@ -480,11 +487,11 @@ def encode_pairs(pairs: Pairs, src_tok: Tokenizer, tgt_tok: Tokenizer, folder: P
     def build(tmp: Path) -> None:
         tmp.mkdir(parents=True)
         processes = preparation_processes(num_proc, len(pairs))
-        pairs.ds.map(_encode_pairs, batched=True, batch_size=1000, num_proc=processes, features=features, fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok},
-                     cache_file_name=str(tmp / "pairs.arrow"), new_fingerprint=f"encoded-{key}", desc="Tokenizing pairs")
+        with quiet_fork(processes):
+            pairs.ds.map(_encode_pairs, batched=True, batch_size=1000, num_proc=processes, features=features, fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok},
+                         cache_file_name=str(tmp / "pairs.arrow"), new_fingerprint=f"encoded-{key}", desc="Tokenizing pairs")
 
-    done = build_cached(folder / f"encoded-{key}", build)
-    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in sorted(done.glob("pairs*.arrow"))])
+    return load_shards(build_cached(folder / f"encoded-{key}", build), "pairs")
 
 
 class EncodedPairs(Dataset):
@@ -1037,16 +1044,7 @@ class TranslationDataModule(ResumableDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
-            from datasets.distributed import split_dataset_by_node
-
-            trainer = getattr(self, "trainer", None)
-            if trainer is not None and trainer.max_steps == -1:
-                raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
-            replicas, rank = self._replicas()
-            stream = self._streams()["train"]
-            if replicas > 1:
-                stream = split_dataset_by_node(stream, rank=rank, world_size=replicas)
-            return self.stream_loader(ResumableStream(stream, self._stream_batches, self.stream_block_size, self.seed))
+            return self.stream_loader(self._streams()["train"], self._stream_batches, self.stream_block_size)
         return self.train_loader(self.train_set, collate_fn=self._collator(), batch_sampler=self.batch_sampler("train"))
 
     def val_dataloader(self) -> DataLoader:
