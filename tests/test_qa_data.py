@@ -15,19 +15,16 @@ import torch
 from tfm.data.qa import (
     QAExample,
     QuestionAnsweringDataModule,
-    SQuADv2,
-    generate_brown_qa,
-    normalize_answer,
     postprocess_predictions,
     prepare_features,
     read_squad_file,
     squad_json,
-    squad_v1_metrics,
-    squad_v2_metrics,
     write_predictions,
 )
+from tfm.data.synthetic.brown_qa import generate_brown_qa
 from tfm.data.text import BROWN
 from tfm.errors import UserError
+from tfm.metrics import SQuADv2, normalize_answer, squad_v1_metrics, squad_v2_metrics
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Metrics that torchmetrics lacks: entity-level precision, recall and F1 for BIO tagging.
+"""Metrics that torchmetrics lacks: entity-level precision, recall and F1 for BIO tagging, and the
+official SQuAD 2.0 scores (:func:`squad_v2_metrics`, :class:`SQuADv2`; SQuAD 1.1: :func:`squad_v1_metrics`).
 
 :func:`entity_f1` scores lists of tag sequences as seqeval does in its default mode (conlleval
 semantics): an entity is a maximal chunk of one type; ``I-X`` after ``O`` or after another type
@@ -13,7 +14,11 @@ tag ids, keeps only the positions where ``labels != -100`` (the first sub-token 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import collections
+import re
+import string
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -140,3 +145,119 @@ class EntityF1(Metric):
     def compute(self) -> dict[str, Tensor]:
         true, pred = self.sequences()
         return {k: torch.tensor(v, dtype=torch.float32) for k, v in entity_f1(true, pred).items()}
+
+
+# --- SQuAD ------------------------------------------------------------------------------------------
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """Lower-case, drop punctuation and the articles a/an/the, collapse whitespace (official SQuAD)."""
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def _f1(gold: str, pred: str) -> float:
+    g, p = normalize_answer(gold).split(), normalize_answer(pred).split()
+    if not g or not p:
+        return float(g == p)
+    same = sum((collections.Counter(g) & collections.Counter(p)).values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(p), same / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _gold_texts(answers: Any) -> list[str]:
+    """Answer texts from ``{"text": [...]}``, ``[{"text": ...}]``, ``(text, start)`` pairs or strings."""
+    if isinstance(answers, Mapping):
+        answers = answers.get("text", [])
+    return [a["text"] if isinstance(a, Mapping) else a[0] if isinstance(a, tuple) else a for a in answers]
+
+
+def _as_dict(predictions: Any) -> dict[str, str]:
+    if isinstance(predictions, Mapping):
+        return {str(k): v for k, v in predictions.items()}
+    return {str(p["id"]): p["prediction_text"] for p in predictions}
+
+
+Scores = tuple[list[float], list[float], list[bool]]
+
+
+def squad_v2_scores(predictions: Any, references: Sequence[Mapping[str, Any]]) -> Scores:
+    """Per reference: exact match, F1 (in [0, 1]) and whether it has an answer, as the official
+    ``evaluate-v2.0.py`` (gold answers that normalise to nothing are dropped, none left: ``[""]``; the best gold
+    answer counts); a missing prediction scores 0."""
+    preds = _as_dict(predictions)
+    exact, f1, has = [], [], []
+    for ref in references:
+        gold = [a for a in _gold_texts(ref["answers"]) if normalize_answer(a)] or [""]
+        has.append(gold != [""])
+        pred = preds.get(str(ref["id"]))
+        exact.append(0.0 if pred is None else float(max(normalize_answer(a) == normalize_answer(pred) for a in gold)))
+        f1.append(0.0 if pred is None else max(_f1(a, pred) for a in gold))
+    return exact, f1, has
+
+
+def squad_v2_metrics(predictions: Any, references: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """SQuAD 2.0 ``exact``, ``f1``, ``total`` and their ``HasAns_``/``NoAns_`` forms, in percent (a group
+    without questions left out, as the official script). ``predictions``: ``{id: text}`` or
+    ``[{"id", "prediction_text"}]``; ``references``: ``[{"id", "answers"}]`` (no answer: empty)."""
+    exact, f1, has = squad_v2_scores(predictions, references)
+    out: dict[str, float] = {}
+    for prefix, keep in (("", [True] * len(exact)), ("HasAns_", has), ("NoAns_", [not h for h in has])):
+        if n := sum(keep):
+            out[f"{prefix}exact"] = 100.0 * sum(x for x, k in zip(exact, keep) if k) / n
+            out[f"{prefix}f1"] = 100.0 * sum(x for x, k in zip(f1, keep) if k) / n
+            out[f"{prefix}total"] = float(n)
+    return out
+
+
+def squad_v1_metrics(predictions: Any, references: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """SQuAD 1.1 ``exact_match`` and ``f1`` in percent, by torchmetrics' ``SQuAD`` (the official v1.1
+    script); a missing prediction scores 0."""
+    from torchmetrics.functional.text import squad
+
+    preds = _as_dict(predictions)
+    present = [r for r in references if str(r["id"]) in preds]
+    if not present:
+        return {"exact_match": 0.0, "f1": 0.0}
+    target = [{"id": str(r["id"]), "answers": {"text": _gold_texts(r["answers"])}} for r in present]
+    scores = squad([{"id": t["id"], "prediction_text": preds[t["id"]]} for t in target], target)
+    share = len(present) / len(references)
+    return {k: float(v) * share for k, v in scores.items()}
+
+
+class SQuADv2(Metric):
+    """torchmetrics' ``SQuAD`` for SQuAD 2.0: the same inputs, summed states (DDP-safe), and the official v2
+    scores of :func:`squad_v2_metrics` (percent)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        for name in ("exact", "f1", "total", "has_exact", "has_f1", "has_total"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Any, target: Any) -> None:
+        target = [target] if isinstance(target, Mapping) else target
+        preds = [preds] if isinstance(preds, Mapping) and "prediction_text" in preds else preds
+        exact, f1, has = squad_v2_scores(preds, target)
+        self.exact += sum(exact)
+        self.f1 += sum(f1)
+        self.total += len(exact)
+        self.has_exact += sum(x for x, h in zip(exact, has) if h)
+        self.has_f1 += sum(x for x, h in zip(f1, has) if h)
+        self.has_total += sum(has)
+
+    def compute(self) -> dict[str, Tensor]:
+        no_total = self.total - self.has_total
+        out = {"exact": 100 * self.exact / self.total, "f1": 100 * self.f1 / self.total}
+        if self.has_total > 0:
+            out.update(HasAns_exact=100 * self.has_exact / self.has_total, HasAns_f1=100 * self.has_f1 / self.has_total)
+        if no_total > 0:
+            out.update(NoAns_exact=100 * (self.exact - self.has_exact) / no_total,
+                       NoAns_f1=100 * (self.f1 - self.has_f1) / no_total)
+        return {k: v.float() for k, v in out.items()}
