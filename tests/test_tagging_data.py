@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from tfm.data.synthetic.brown_ner import brown_ner_documents, sample_ner_split
 from tfm.data.tagging import (
     NER_TAGS,
     UNIVERSAL_TAGS,
     TokenClassificationDataModule,
-    brown_ner_documents,
     brown_to_universal,
     continuation_ids,
     detect_scheme,
@@ -24,7 +24,6 @@ from tfm.data.tagging import (
     label_set,
     read_conll,
     read_conllu,
-    sample_ner_split,
 )
 from tfm.data.text import BROWN, brown_tagged_sentences
 from tfm.data.tokenizers import SPECIAL_TOKENS, bert_tokenizer
