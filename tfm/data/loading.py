@@ -66,7 +66,8 @@ class ResumableSampler(Sampler[int]):
     """
 
     def __init__(
-        self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0, drop_last: bool = False, per_epoch: bool = True
+        self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+        drop_last: bool = False, per_epoch: bool = True
     ) -> None:
         self.n, self.shuffle, self.seed, self.per_epoch = n, shuffle, seed, per_epoch
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
@@ -316,8 +317,10 @@ class PadCollator:
     are (labels, positions, indices). A batch is as long as its longest sequence, rounded up to
     ``pad_to_multiple_of`` but never beyond ``max_length``."""
 
-    def __init__(self, pads: dict[str, int], stack: Sequence[str] = (), pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
-        self.pads, self.stack, self.pad_to_multiple_of, self.max_length = pads, tuple(stack), pad_to_multiple_of, max_length
+    def __init__(self, pads: dict[str, int], stack: Sequence[str] = (), pad_to_multiple_of: int | None = 8,
+                 max_length: int | None = None) -> None:
+        self.pads, self.stack = pads, tuple(stack)
+        self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
 
     def length(self, longest: int) -> int:
         if not self.pad_to_multiple_of:
@@ -366,7 +369,8 @@ class SeededTransform(Dataset):
     of samples (of any form) and returns the whole batch (the loader then has no ``collate_fn``).
     """
 
-    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False, collate: bool = False) -> None:
+    def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False,
+                 collate: bool = False) -> None:
         self.dataset, self.transform, self.seed, self.batched, self.collate = dataset, transform, seed, batched, collate
         self.n = len(dataset)  # type: ignore[arg-type]
 
@@ -410,9 +414,10 @@ class ResumableStream(IterableDataset):
     worker's copy of the stream could not report where it is).
     """
 
-    def __init__(self, stream: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]], block_size: int = 10_000,
-                 seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:
-        self.stream, self.make_batches, self.block_size, self.seed, self.epoch = stream, make_batches, block_size, seed, epoch
+    def __init__(self, stream: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
+                 block_size: int = 10_000, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:
+        self.stream, self.make_batches, self.block_size = stream, make_batches, block_size
+        self.seed, self.epoch = seed, epoch
         self.resume: dict[str, Any] | None = None
 
     def __iter__(self) -> Iterator[Any]:
@@ -461,7 +466,8 @@ class ResumableDataModule(pl.LightningDataModule):
         seed: data order and augmentation seed (independent of ``seed_everything``).
     """
 
-    def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None, seed: int = 0) -> None:
+    def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -486,7 +492,9 @@ class ResumableDataModule(pl.LightningDataModule):
             collate_fn = _as_is
         trainer = getattr(self, "trainer", None)
         on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        workers = self.num_workers if self.num_workers is not None else auto_num_workers(on_cuda, trainer.num_devices if trainer else 1)
+        workers = self.num_workers
+        if workers is None:
+            workers = auto_num_workers(on_cuda, trainer.num_devices if trainer else 1)
         return DataLoader(
             dataset,
             collate_fn=collate_fn,
@@ -520,18 +528,20 @@ class ResumableDataModule(pl.LightningDataModule):
                 batch_sampler.skip_batches = self._resume["batches"]
                 self._resume = None
             self._train_sampler = batch_sampler
-            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, batch_sampler=batch_sampler)
+            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
+                                batch_sampler=batch_sampler)
         replicas, rank = self._replicas()
         n = len(dataset)  # type: ignore[arg-type]
         drop_last = n > self.batch_size * replicas
-        sampler = ResumableSampler(n, shuffle=True, seed=self.seed, num_replicas=replicas, rank=rank, drop_last=drop_last)
+        sampler = ResumableSampler(n, shuffle=True, seed=self.seed, num_replicas=replicas, rank=rank,
+                                   drop_last=drop_last)
         if self._resume is not None:
             sampler.epoch = sampler.resume_epoch = self._resume["epoch"]  # see above: before set_epoch
             sampler.skip_samples = self._resume["batches"] * self.batch_size
             self._resume = None
         self._train_sampler = sampler
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler, batch_size=self.batch_size,
-                            drop_last=drop_last)
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
+                            sampler=sampler, batch_size=self.batch_size, drop_last=drop_last)
 
     def eval_loader(
         self,
@@ -546,13 +556,16 @@ class ResumableDataModule(pl.LightningDataModule):
         the same every epoch (comparable validation losses). ``batch_sampler``: batches from it
         (``shuffle=False, per_epoch=False``) rather than of ``eval_batch_size``."""
         if batch_sampler is not None:
-            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, batch_sampler=batch_sampler)
+            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
+                                batch_sampler=batch_sampler)
         replicas, rank = self._replicas()
-        sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank, per_epoch=False)  # type: ignore[arg-type]
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn, sampler=sampler,
-                            batch_size=self.eval_batch_size, drop_last=False)
+        sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank,
+                                   per_epoch=False)  # type: ignore[arg-type]
+        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
+                            sampler=sampler, batch_size=self.eval_batch_size, drop_last=False)
 
-    def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]], block_size: int) -> DataLoader:
+    def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
+                      block_size: int) -> DataLoader:
         """The training DataLoader of a ``datasets`` stream of ``rows``: this rank's part, read by a
         :class:`ResumableStream` (its batches collated already), resumed at this rank's position in
         the checkpoint."""
@@ -561,7 +574,8 @@ class ResumableDataModule(pl.LightningDataModule):
         replicas, rank = self._replicas()
         trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.max_steps == -1:
-            raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule needs it)")
+            raise UserError("--data.streaming reads a stream of unknown length: set --trainer.max_steps (the schedule "
+                            "needs it)")
         if replicas > 1:
             rows = split_dataset_by_node(rows, rank=rank, world_size=replicas)
         stream = ResumableStream(rows, make_batches, block_size, self.seed)
@@ -569,7 +583,8 @@ class ResumableDataModule(pl.LightningDataModule):
             stream.epoch = lambda: trainer.current_epoch
         if self._stream_resume is not None:
             if len(self._stream_resume) != replicas:
-                raise UserError(f"the checkpoint was written by {len(self._stream_resume)} processes reading the stream, this run has {replicas}: "
+                raise UserError(f"the checkpoint was written by {len(self._stream_resume)} processes reading the "
+                                f"stream, this run has {replicas}: "
                                 "resume a streamed run with the same number of devices and nodes")
             stream.resume, self._stream_resume = self._stream_resume[rank], None
         self._streamed = True
@@ -587,7 +602,8 @@ class ResumableDataModule(pl.LightningDataModule):
 
     def _stream_positions(self) -> list[dict[str, Any] | None]:
         """Every rank's stream position (gathered: each rank reads its own part of the stream)."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             positions: list[Any] = [None] * torch.distributed.get_world_size()
             torch.distributed.all_gather_object(positions, self._stream_position)
             return positions
@@ -614,7 +630,8 @@ class ResumableDataModule(pl.LightningDataModule):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state and state.get("seed", self.seed) != self.seed:
-            raise UserError(f"the checkpoint's data seed is {state['seed']} but --data.seed is {self.seed}: resume with the same seed")
+            raise UserError(f"the checkpoint's data seed is {state['seed']} but --data.seed is {self.seed}: resume "
+                            "with the same seed")
         if state and "stream" in state:
             self._stream_resume = [p if p is not None else {"epoch": -1} for p in state["stream"]]
         if state and "epoch" in state:

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import ArrowRows, PadCollator, mix_seed, seeded_torch
-from .sources import HubSpec, build_cached, check_num_proc, is_table_file, load_shards, load_splits, preparation_processes, quiet_fork, require_train
+from .sources import (HubSpec, build_cached, check_num_proc, is_table_file, load_shards, load_splits,
+                      preparation_processes, quiet_fork, require_train)
 from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import (
     CONTINUATION_PREFIX,
@@ -60,7 +61,8 @@ def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: 
 
 
 def create_instances_from_document(
-    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float, rng: random.Random
+    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
+    rng: random.Random
 ) -> list[Instance]:
     """The sentence pairs of ``documents[index]``: google's ``create_instances_from_document``
     with ``nsp_prob`` for its 0.5 (the chance that B comes from another document)."""
@@ -105,26 +107,30 @@ def create_instances_from_document(
 
 
 def document_instances(
-    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float, dupe_factor: int, seed: int
+    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
+    dupe_factor: int, seed: int
 ) -> list[Instance]:
     """The instances of ``documents[index]``, ``dupe_factor`` times over, each time from a random
     generator of ``(seed, time, index)`` alone."""
     return [
         inst
         for dupe in range(dupe_factor)
-        for inst in create_instances_from_document(documents, index, max_seq_length, short_seq_prob, nsp_prob, random.Random(mix_seed(seed, dupe, index)))
+        for inst in create_instances_from_document(documents, index, max_seq_length, short_seq_prob, nsp_prob,
+                                                   random.Random(mix_seed(seed, dupe, index)))
     ]
 
 
 def create_instances(
-    documents: Sequence[Document], max_seq_length: int = 128, short_seq_prob: float = 0.1, nsp_prob: float = 0.5, dupe_factor: int = 1, seed: int = 12345
+    documents: Sequence[Document], max_seq_length: int = 128, short_seq_prob: float = 0.1, nsp_prob: float = 0.5,
+    dupe_factor: int = 1, seed: int = 12345
 ) -> list[Instance]:
     """All instances of ``documents`` (empty sentences and documents dropped), document by
     document; deterministic for ``seed`` (the pipeline of the DataModule builds the same ones)."""
     if max_seq_length < 5:
         raise UserError(f"max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
     docs = [d for d in ([s for s in doc if len(s)] for doc in documents) if d]
-    return [inst for i in range(len(docs)) for inst in document_instances(docs, i, max_seq_length, short_seq_prob, nsp_prob, dupe_factor, seed)]
+    return [inst for i in range(len(docs)) for inst in document_instances(docs, i, max_seq_length, short_seq_prob,
+                                                                          nsp_prob, dupe_factor, seed)]
 
 
 def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) -> dict[str, list]:
@@ -190,7 +196,8 @@ class SplitDocuments(Sequence):
         return _TokenDocument(self.tokens.column("ids", row), self.tokens.column("ends", row))
 
 
-def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocuments, settings: tuple, cls_sep: tuple[int, int]) -> dict[str, list]:
+def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocuments, settings: tuple,
+                     cls_sep: tuple[int, int]) -> dict[str, list]:
     made = [inst for index in indices for inst in document_instances(docs, index, *settings)]
     return instance_columns(made, *cls_sep)
 
@@ -226,13 +233,16 @@ class MaskedLMCollator:
         ids = special_ids(tok)
         self.pad_id, self.mask_id = ids["[PAD]"], ids["[MASK]"]
         self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
-        self.pad = PadCollator({"input_ids": self.pad_id, "token_type_ids": 0, "labels": -100}, ["next_sentence_label"], pad_to_multiple_of, max_length)
+        self.pad = PadCollator({"input_ids": self.pad_id, "token_type_ids": 0, "labels": -100},
+                               ["next_sentence_label"], pad_to_multiple_of, max_length)
         vocab = tok.get_vocab()
         size = max(vocab.values()) + 1
         self.special = torch.zeros(size, dtype=torch.bool)
         self.special[list(ids.values())] = True
         self.continuation = torch.zeros(size, dtype=torch.bool)
-        self.continuation[[i for t, i in vocab.items() if t.startswith(CONTINUATION_PREFIX) and len(t) > len(CONTINUATION_PREFIX)]] = True
+        prefix = CONTINUATION_PREFIX
+        pieces = [i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)]
+        self.continuation[pieces] = True
         self.random_ids = (~self.special).nonzero().flatten()
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
@@ -367,28 +377,35 @@ class BertPretrainingDataModule(TextDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        for name, p in (("short_seq_prob", short_seq_prob), ("nsp_prob", nsp_prob), ("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        for name, p in (("short_seq_prob", short_seq_prob), ("nsp_prob", nsp_prob), ("val_fraction", val_fraction),
+                        ("test_fraction", test_fraction)):
             if not 0.0 <= p <= 1.0:
                 raise UserError(f"--data.{name} {p} is not between 0 and 1")
         if not 0.0 < mlm_probability <= 1.0:
             raise UserError(f"--data.mlm_probability {mlm_probability} is not in (0, 1]")
         if val_fraction + test_fraction >= 1.0:
-            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no training documents")
+            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no "
+                            "training documents")
         if max_seq_length < 5:
-            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
+            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at "
+                            "least 5")
         if dupe_factor < 1 or (max_documents is not None and max_documents < 1):
             raise UserError("--data.dupe_factor and --data.max_documents must be at least 1")
         self.source = resolve_source(source)
         self.tokenizer_path = tokenizer
         if tokenizer is not None and not Path(tokenizer).expanduser().exists():
-            raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")
+            raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a "
+                            "folder holding one")
         self.vocab_size, self.lowercase = vocab_size, lowercase
-        self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor = max_seq_length, short_seq_prob, nsp_prob, dupe_factor
-        self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of = mlm_probability, whole_word_masking, pad_to_multiple_of
+        self.max_seq_length, self.short_seq_prob, self.nsp_prob = max_seq_length, short_seq_prob, nsp_prob
+        self.dupe_factor, self.mlm_probability = dupe_factor, mlm_probability
+        self.whole_word_masking = whole_word_masking
+        self.pad_to_multiple_of = pad_to_multiple_of
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         check_num_proc(num_proc)
         if streaming and self.source.kind == "brown":
-            raise UserError("--data.streaming reads hf: datasets and text or Parquet files, not the bundled Brown corpus")
+            raise UserError("--data.streaming reads hf: datasets and text or Parquet files, not the bundled Brown "
+                            "corpus")
         self.streaming, self.stream_block_size = streaming, stream_block_size
         self.max_documents, self.tokenizer_sample_bytes, self.num_proc = max_documents, tokenizer_sample_bytes, num_proc
         self.cache_dir = cache_root(cache_dir)
@@ -412,8 +429,10 @@ class BertPretrainingDataModule(TextDataModule):
             if not count:
                 raise UserError(f"the corpus {self.source} holds no text")
 
-        key = f"{self.source.key}|max_documents={self.max_documents}|sample={self.tokenizer_sample_bytes},{self.split_seed}"
-        return wordpiece_tokenizer(texts, key, vocab_size=self.vocab_size, lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
+        key = (f"{self.source.key}|max_documents={self.max_documents}"
+               f"|sample={self.tokenizer_sample_bytes},{self.split_seed}")
+        return wordpiece_tokenizer(texts, key, vocab_size=self.vocab_size, lowercase=self.lowercase,
+                                   cache_dir=self.cache_dir / "tokenizers")
 
     def documents(self) -> Any:
         """The source's documents (the first ``max_documents``): a ``datasets.Dataset``, one row each
@@ -436,32 +455,40 @@ class BertPretrainingDataModule(TextDataModule):
         import datasets
 
         if self.source.kind == "hf":
-            streams = load_splits(HubSpec(self.source.location, self.source.config, self.source.revision), streaming=True)
+            streams = load_splits(HubSpec(self.source.location, self.source.config, self.source.revision),
+                                  streaming=True)
             require_train(streams, str(self.source))
             return streams["train"].select_columns(["text"])
         path = Path(self.source.location)
         if is_table_file(path):
-            return datasets.load_dataset(path.suffix.lstrip(".").lower(), data_files=str(path), split="train", streaming=True).select_columns(["text"])
+            return datasets.load_dataset(path.suffix.lstrip(".").lower(), data_files=str(path), split="train",
+                                         streaming=True).select_columns(["text"])
         files = [str(f) for f in _text_files(path)] if path.is_dir() else [str(path)]
-        return datasets.load_dataset("text", data_files=files, sample_by="document" if path.is_dir() else "paragraph", split="train", streaming=True)
+        return datasets.load_dataset("text", data_files=files, sample_by="document" if path.is_dir() else "paragraph",
+                                     split="train", streaming=True)
 
     def held_out(self, text: str) -> str:
         """The split of a streamed document, from a hash of its text and ``split_seed``."""
-        u = mix_seed(self.split_seed, int(hashlib.sha1(text[:4096].encode("utf-8", "replace")).hexdigest()[:15], 16)) / 2**63
-        return "validation" if u < self.val_fraction else "test" if u < self.val_fraction + self.test_fraction else "train"
+        u = mix_seed(self.split_seed,
+                     int(hashlib.sha1(text[:4096].encode("utf-8", "replace")).hexdigest()[:15], 16)) / 2**63
+        return ("validation" if u < self.val_fraction else
+                "test" if u < self.val_fraction + self.test_fraction else "train")
 
     def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Tensor]]:
         """A block of streamed documents (those of the training split) as masked batches."""
         texts = [r["text"] for r in rows if r["text"] and self.held_out(r["text"]) == "train"]
         docs = tokenize_documents(self.tokenizer, row_sentences({"text": texts}))
-        made = create_instances(docs, self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, rng.getrandbits(62))
+        made = create_instances(docs, self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
+                                rng.getrandbits(62))
         rng.shuffle(made)
         ids = special_ids(self.tokenizer)
         columns = instance_columns(made, ids["[CLS]"], ids["[SEP]"])
-        items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8), "next_sentence_label": np.int8(n)}
+        items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8),
+                  "next_sentence_label": np.int8(n)}
                  for a, t, n in zip(columns["input_ids"], columns["token_type_ids"], columns["next_sentence_label"])]
         batches = []
-        for start in range(0, len(items) - self.batch_size + 1, self.batch_size):  # whole batches: the rest of a block is dropped
+        for start in range(0, len(items) - self.batch_size + 1,
+                           self.batch_size):  # whole batches: the rest of a block is dropped
             with seeded_torch(rng.getrandbits(62)):
                 batches.append(self.collator(items[start : start + self.batch_size]))
         return batches
@@ -474,7 +501,8 @@ class BertPretrainingDataModule(TextDataModule):
         random.Random(self.split_seed).shuffle(order)
         n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
         if n - n_val - n_test < 1:
-            raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits (lower --data.val_fraction/--data.test_fraction)")
+            raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits "
+                            "(lower --data.val_fraction/--data.test_fraction)")
         picks = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
         return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
 
@@ -486,7 +514,8 @@ class BertPretrainingDataModule(TextDataModule):
         names = np.array([self.held_out(t or "") for t in docs.select_columns(["text"])["text"]])[nonempty]
         picks = {split: np.flatnonzero(names == split) for split in SPLITS}
         if not len(picks["validation"]) or (self.test_fraction > 0 and not len(picks["test"])):
-            raise UserError(f"the first {len(docs)} documents of {self.source} hold no validation or test document: raise --data.max_documents "
+            raise UserError(f"the first {len(docs)} documents of {self.source} hold no validation or test document: "
+                            "raise --data.max_documents "
                             "(the documents streaming holds out from) or --data.val_fraction/--data.test_fraction")
         return picks
 
@@ -498,11 +527,13 @@ class BertPretrainingDataModule(TextDataModule):
             "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
             "source": self.source.key,
             "max_documents": self.max_documents,
-            "split": [self.val_fraction, self.test_fraction, self.split_seed, "held out by hash" if self.streaming else "at random"],
+            "split": [self.val_fraction, self.test_fraction, self.split_seed,
+                      "held out by hash" if self.streaming else "at random"],
             "instances": [self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor],
         }
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        return self.cache_dir / "pretraining" / f"{Path(str(self.source)).name.replace(':', '_')}-{self.max_seq_length}-{key}"
+        name = Path(str(self.source)).name.replace(":", "_")
+        return self.cache_dir / "pretraining" / f"{name}-{self.max_seq_length}-{key}"
 
     def build_instances(self) -> dict[str, Any]:
         """Each split's instances (memory-mapped ``datasets.Dataset``), prepared once into
@@ -517,27 +548,34 @@ class BertPretrainingDataModule(TextDataModule):
             docs = self.documents()
             processes = preparation_processes(self.num_proc, len(docs))
             folder.mkdir(parents=True)
-            tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]  # map fingerprints: at most 64 characters with shard suffixes
+            # map fingerprints: at most 64 characters with shard suffixes
+            tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]
             id_list = datasets.Sequence(datasets.Value("int32"))
             with quiet_fork(processes):
                 tokens = docs.map(
-                    _encode_documents, batched=True, batch_size=256, num_proc=processes, remove_columns=docs.column_names,
-                    features=datasets.Features({"ids": id_list, "ends": id_list}), fn_kwargs={"tok": tok},
-                    cache_file_name=str(folder / "tokens.arrow"), new_fingerprint=f"tokens-{tag}", desc="Tokenizing documents",
+                    _encode_documents, batched=True, batch_size=256, num_proc=processes,
+                    remove_columns=docs.column_names, features=datasets.Features({"ids": id_list, "ends": id_list}),
+                    fn_kwargs={"tok": tok}, cache_file_name=str(folder / "tokens.arrow"),
+                    new_fingerprint=f"tokens-{tag}", desc="Tokenizing documents",
                 )
                 rows = ArrowRows(tokens, ["ids", "ends"])
-                nonempty = np.flatnonzero(pc.list_value_length(tokens.with_format("arrow")[:].column("ends")).to_numpy() > 0)
+                ends = tokens.with_format("arrow")[:].column("ends")
+                nonempty = np.flatnonzero(pc.list_value_length(ends).to_numpy() > 0)
                 ids = special_ids(tok)
                 features = datasets.Features({
-                    "input_ids": id_list, "token_type_ids": datasets.Sequence(datasets.Value("int8")), "next_sentence_label": datasets.Value("int8"),
+                    "input_ids": id_list, "token_type_ids": datasets.Sequence(datasets.Value("int8")),
+                    "next_sentence_label": datasets.Value("int8"),
                 })
                 for k, (split, picks) in enumerate(self._split_picks(docs, nonempty).items()):
-                    settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor, mix_seed(self.split_seed, k))
+                    settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
+                                mix_seed(self.split_seed, k))
                     datasets.Dataset.from_dict({"doc": picks}).map(
-                        _instances_batch, batched=True, batch_size=64, with_indices=True, num_proc=preparation_processes(self.num_proc, len(picks)),
-                        remove_columns=["doc"], features=features, cache_file_name=str(folder / f"{split}.arrow"), new_fingerprint=f"{split}-{tag}",
-                        fn_kwargs={"docs": SplitDocuments(rows, nonempty[picks]), "settings": settings, "cls_sep": (ids["[CLS]"], ids["[SEP]"])},
-                        desc=f"Sentence pairs ({split})",
+                        _instances_batch, batched=True, batch_size=64, with_indices=True,
+                        num_proc=preparation_processes(self.num_proc, len(picks)), remove_columns=["doc"],
+                        features=features, cache_file_name=str(folder / f"{split}.arrow"),
+                        new_fingerprint=f"{split}-{tag}",
+                        fn_kwargs={"docs": SplitDocuments(rows, nonempty[picks]), "settings": settings,
+                                   "cls_sep": (ids["[CLS]"], ids["[SEP]"])}, desc=f"Sentence pairs ({split})",
                     )
             for f in folder.glob("tokens*.arrow"):
                 f.unlink()
@@ -551,12 +589,14 @@ class BertPretrainingDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         if not self._splits:
             self._splits = {split: PretrainingInstances(ds) for split, ds in self.build_instances().items()}
-        self.collator = MaskedLMCollator(self.tokenizer, self.mlm_probability, self.whole_word_masking, self.pad_to_multiple_of, self.max_seq_length)
+        self.collator = MaskedLMCollator(self.tokenizer, self.mlm_probability, self.whole_word_masking,
+                                         self.pad_to_multiple_of, self.max_seq_length)
         self._eval: dict[str, StaticMasks] = {}
 
     def _static(self, split: str) -> StaticMasks:
         if split not in self._eval:
-            self._eval[split] = StaticMasks(self._splits[split], self.collator, mix_seed(self.seed, 1 + SPLITS.index(split)))
+            self._eval[split] = StaticMasks(self._splits[split], self.collator,
+                                            mix_seed(self.seed, 1 + SPLITS.index(split)))
         return self._eval[split]
 
     @property

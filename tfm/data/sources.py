@@ -44,11 +44,12 @@ class HubSpec:
         body, _, revision = body.partition("@")
         name, _, config = body.partition(":")
         if not name:
-            raise UserError(f"{option} {spec!r} names no dataset: write hf:<name>[:<config>][@<revision>], e.g. {example}")
+            raise UserError(f"{option} {spec!r} names no dataset: write hf:<name>[:<config>][@<revision>], e.g. "
+                            f"{example}")
         return cls(name, config or None, revision or None)
 
     def __str__(self) -> str:
-        return f"hf:{self.name}" + (f":{self.config}" if self.config else "") + (f"@{self.revision}" if self.revision else "")
+        return f"hf:{self.name}{':' + self.config if self.config else ''}{'@' + self.revision if self.revision else ''}"
 
 
 def is_hub(spec: str) -> bool:
@@ -61,7 +62,8 @@ def is_saved_dataset(path: str | Path) -> bool:
     return (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()
 
 
-def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train", streaming: bool = False) -> Any:
+def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train",
+                streaming: bool = False) -> Any:
     """A ``DatasetDict`` with canonical split names from a hub spec or a ``save_to_disk`` folder
     (``split``: that split alone, as a ``Dataset``). A lone ``Dataset`` becomes the ``lone``
     split (None: refused, for tasks that need given splits). ``streaming``: an
@@ -75,7 +77,8 @@ def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: st
     try:
         if isinstance(source, HubSpec) and not is_saved_dataset(source.name):
             revision = {"revision": source.revision} if source.revision else {}
-            ds = datasets.load_dataset(source.name, source.config, **revision, **({"streaming": True} if streaming else {}))
+            ds = datasets.load_dataset(source.name, source.config, **revision,
+                                       **({"streaming": True} if streaming else {}))
         else:  # a save_to_disk folder (also as hf:<folder>)
             ds = datasets.load_from_disk(str(Path(source.name if isinstance(source, HubSpec) else source).expanduser()))
             if streaming:
@@ -83,8 +86,11 @@ def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: st
                     {k: v.to_iterable_dataset() for k, v in ds.items()})
     except Exception as e:  # noqa: BLE001  (network, unknown name or config, not a dataset folder, ...)
         first = str(e).splitlines()[0] if str(e) else ""
-        offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)" if _offline() else ""
-        raise UserError(f"could not load the Hugging Face dataset {label!r}{offline}: {type(e).__name__}: {first}") from None
+        offline = ""
+        if _offline():
+            offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)"
+        raise UserError(f"could not load the Hugging Face dataset {label!r}{offline}: {type(e).__name__}: "
+                        f"{first}") from None
     if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
         if lone is None:
             raise UserError(f"{label} is a single dataset: tfm needs train and validation splits (a DatasetDict)")
@@ -109,7 +115,8 @@ def canonical_splits(ds: Any) -> Any:
             out[split] = ds[found]
             used.add(found)
     out.update({k: v for k, v in ds.items() if k not in used and k not in out})
-    return datasets.IterableDatasetDict(out) if isinstance(ds, datasets.IterableDatasetDict) else datasets.DatasetDict(out)
+    return datasets.IterableDatasetDict(out) if isinstance(ds,
+                                                           datasets.IterableDatasetDict) else datasets.DatasetDict(out)
 
 
 def require_train(ds: Any, label: str) -> None:
@@ -174,14 +181,21 @@ def preparation_processes(num_proc: int | None, rows: int) -> int | None:
 
 @contextmanager
 def quiet_fork(processes: int | None) -> Iterator[None]:
-    """Around a ``Dataset.map`` in ``processes`` workers: no "the current process just got forked"
-    warning of ``tokenizers`` in them (its thread pool is off in forked workers anyway)."""
+    """Around a ``Dataset.map`` in ``processes`` forked workers: this process' objects frozen out of
+    the garbage collector's reach (a collection in a worker would touch, and so copy, every page of
+    the parent's heap), and no "the current process just got forked" warning of ``tokenizers``."""
+    import gc
+
     old = os.environ.get("TOKENIZERS_PARALLELISM")
     if processes:
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        gc.collect()
+        gc.freeze()
     try:
         yield
     finally:
+        if processes:
+            gc.unfreeze()
         if old is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
@@ -193,7 +207,8 @@ def load_shards(folder: Path, name: str) -> Any:
     or one per process (``name_0000k_of_0000n.arrow``), memory-mapped and concatenated in order."""
     import datasets
 
-    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in sorted(folder.glob(f"{name}*.arrow"))])
+    files = sorted(folder.glob(f"{name}*.arrow"))
+    return datasets.concatenate_datasets([datasets.Dataset.from_file(str(f)) for f in files])
 
 
 def check_num_proc(num_proc: int | None) -> None:
@@ -239,6 +254,7 @@ def load_table_file(path: Path, needed: dict[str, str | None], cache_dir: Path |
             ds = datasets.Dataset.from_file(str(path))
     except Exception as e:  # noqa: BLE001  (not Parquet / not an Arrow stream)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{path} is not a readable {path.suffix} file ({first}): write it with pyarrow/pandas to_parquet or datasets") from None
+        raise UserError(f"{path} is not a readable {path.suffix} file ({first}): write it with pyarrow/pandas "
+                        "to_parquet or datasets") from None
     require_columns(ds.column_names, needed, str(path))
     return ds

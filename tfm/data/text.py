@@ -48,7 +48,8 @@ class BrownDocument:
 
 
 def _parse_brown(text: str) -> list[Sentence]:
-    return [[tuple(tok.rsplit("/", 1)) for tok in line.split()] for line in text.splitlines() if line.strip()]  # type: ignore[misc]
+    lines = [line for line in text.splitlines() if line.strip()]
+    return [[tuple(tok.rsplit("/", 1)) for tok in line.split()] for line in lines]  # type: ignore[misc]
 
 
 def _brown_files(path: Path) -> Iterator[tuple[str, str]]:
@@ -61,7 +62,8 @@ def _brown_files(path: Path) -> Iterator[tuple[str, str]]:
     with tarfile.open(path) as tar:
         for member in tar:
             if member.isfile():
-                yield Path(member.name).name, tar.extractfile(member).read().decode("latin-1")  # type: ignore[union-attr]
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                yield Path(member.name).name, data.decode("latin-1")
 
 
 def is_brown(path: Path) -> bool:
@@ -101,7 +103,8 @@ def brown_tagged_sentences(path: str | Path = BROWN, categories: Iterable[str] |
     categories only (``news``, ``fiction``, ...); :func:`read_brown` keeps the documents."""
     keep = set(categories) if categories is not None else None
     if keep is not None and (unknown := keep - set(BROWN_CATEGORIES.values())):
-        raise UserError(f"unknown Brown categories {sorted(unknown)}: choose from {', '.join(sorted(BROWN_CATEGORIES.values()))}")
+        raise UserError(f"unknown Brown categories {sorted(unknown)}: choose from "
+                        f"{', '.join(sorted(BROWN_CATEGORIES.values()))}")
     return [s for d in read_brown(path) if keep is None or d.category in keep for s in d.sentences]
 
 
@@ -126,7 +129,8 @@ def detokenize(words: Iterable[str]) -> str:
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])")
-_ABBREVIATION = re.compile(r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|Mt|No|Vol|vs|etc|e\.g|i\.e|Gen|Col|Gov|Sen|Rep|Inc|Co|Ltd)|\b[A-Z])\.$")
+_ABBREVIATION = re.compile(
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Jr|Sr|Mt|No|Vol|vs|etc|e\.g|i\.e|Gen|Col|Gov|Sen|Rep|Inc|Co|Ltd)|\b[A-Z])\.$")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -155,7 +159,8 @@ def _check_text(path: Path, head: bytes) -> None:
     bytes in real text are replaced)."""
     text = head.decode("utf-8", errors="replace")
     if b"\x00" in head or text.count("\ufffd") > 0.01 * len(text):
-        raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or separated by blank lines")
+        raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or "
+                        "separated by blank lines")
 
 
 def _read_head(path: Path) -> None:
@@ -174,7 +179,8 @@ def _read_text(path: Path) -> str:
 
 
 def _text_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(folder).parts)  # noqa: E731
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not hidden(p))
 
 
 def read_text_documents(path: str | Path) -> list[list[str]]:
@@ -187,7 +193,8 @@ def read_text_documents(path: str | Path) -> list[list[str]]:
         _read_head(path)
         docs = [_sentences(d["text"]) for d in _paragraphs(str(path), "")]
     else:
-        raise UserError(f"text source {path} does not exist: pass a text file, a folder of text files, 'brown' or hf:<name>[:<config>]")
+        raise UserError(f"text source {path} does not exist: pass a text file, a folder of text files, 'brown' or "
+                        "hf:<name>[:<config>]")
     return [d for d in docs if d]
 
 
@@ -209,17 +216,20 @@ def row_sizes(ds: Any) -> np.ndarray:
     if "sentences" in ds.column_names:
         column = ds.with_format("arrow")[:].column("sentences")
         flat = pc.list_flatten(column)
-        return np.bincount(pc.list_parent_indices(column).to_numpy(), pc.utf8_length(flat).to_numpy(), minlength=len(ds)).astype(np.int64)
+        return np.bincount(pc.list_parent_indices(column).to_numpy(), pc.utf8_length(flat).to_numpy(),
+                           minlength=len(ds)).astype(np.int64)
     return text_bytes(ds, ["text"])
 
 
 def text_bytes(ds: Any, columns: list[str]) -> np.ndarray:
-    """Each row's bytes of text in ``columns`` together (a missing text: 0), read 100,000 rows at a time."""
+    """Each row's bytes of text in ``columns`` together (a missing text: 0), from the string offsets
+    alone: the text itself is not read (a selection is looked up in its table's sizes)."""
     import pyarrow.compute as pc
 
-    batches = ds.select_columns(columns).with_format("arrow").iter(batch_size=100_000)
-    sizes = [sum(pc.fill_null(pc.binary_length(b.column(c)), 0).to_numpy().astype(np.int64) for c in columns) for b in batches]
-    return np.concatenate(sizes) if sizes else np.zeros(0, dtype=np.int64)
+    table = ds.data  # the table under a selection; its indices mapping (private to datasets) picks the rows
+    sizes = sum(np.concatenate([pc.fill_null(pc.binary_length(c), 0).to_numpy() for c in table.column(n).chunks] or
+                               [np.zeros(0, np.int64)]).astype(np.int64) for n in columns)
+    return sizes if ds._indices is None else sizes[ds._indices.column(0).to_numpy()]
 
 
 def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
@@ -292,7 +302,8 @@ class TextSource:
             if next(_paragraphs(str(path), ""), None) is None:
                 raise UserError(f"the corpus {self} holds no text")
             ds = datasets.Dataset.from_generator(_paragraphs, gen_kwargs={"path": str(path), "key": self.key},
-                                                 features=datasets.Features({"text": datasets.Value("string")}), cache_dir=str(cache_dir) if cache_dir else None)
+                                                 features=datasets.Features({"text": datasets.Value("string")}),
+                                                 cache_dir=str(cache_dir) if cache_dir else None)
         if max_documents is not None:
             ds = ds.select(range(min(max_documents, len(ds))))
         if len(ds) == 0:
@@ -324,7 +335,8 @@ def resolve_source(source: str = "brown") -> TextSource:
         return TextSource("hf", spec.name, spec.config, spec.revision)
     path = Path(source).expanduser()
     if not path.exists():
-        raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, a .parquet/.arrow file with a text column, "
+        raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, a "
+                        ".parquet/.arrow file with a text column, "
                         "'brown' or hf:<name>[:<config>]")
     if is_saved_dataset(path):
         return TextSource("hf", str(path.resolve()))

@@ -14,8 +14,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -36,7 +38,9 @@ def cache_root(override: str | Path | None = None) -> Path:
 def bert_tokenizer(vocab: dict[str, int] | None = None, lowercase: bool = True) -> Tokenizer:
     """A BERT WordPiece tokenizer over ``vocab`` (``None``: empty, to be trained)."""
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX))
-    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
     if vocab is not None:
@@ -59,7 +63,8 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
     ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
     missing = [t for t, i in ids.items() if i is None]
     if missing:
-        raise UserError(f"the tokenizer has no {', '.join(missing)} token: tfm needs a BERT vocabulary with {' '.join(SPECIAL_TOKENS)}")
+        raise UserError(f"the tokenizer has no {', '.join(missing)} token: tfm needs a BERT vocabulary with "
+                        f"{' '.join(SPECIAL_TOKENS)}")
     return ids  # type: ignore[return-value]
 
 
@@ -68,69 +73,57 @@ def is_lowercase(tok: Tokenizer) -> bool:
     return bool(getattr(tok.normalizer, "lowercase", False))
 
 
-def _settings_key(corpus_key: str, **settings: object) -> str:
+def _trained(tok: Tokenizer, trainer: Any, texts: Callable[[], Iterable[str]], corpus_key: str,
+             specials: Sequence[str]) -> Tokenizer:
+    """``tok`` trained on ``texts()`` fed 1,000 at a time; a corpus without text is a :class:`UserError`."""
+    it = iter(texts())
+    tok.train_from_iterator(iter(lambda: list(islice(it, 1000)), []), trainer)
+    if tok.get_vocab_size() <= len(specials):
+        raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
+    return tok
+
+
+def _cached(name: str, corpus_key: str, cache_dir: str | Path | None, train: Callable[[Path], None],
+            **settings: Any) -> Path:
+    """The cache file of a tokenizer trained on ``corpus_key`` with ``settings``, built by ``train`` on a miss
+    (once over processes: :func:`~tfm.data.sources.build_cached`)."""
     blob = json.dumps({"corpus": corpus_key, "format": _CACHE_FORMAT, **settings}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def wordpiece_tokenizer(
-    texts: Callable[[], Iterable[str]],
-    corpus_key: str,
-    vocab_size: int = 8192,
-    lowercase: bool = True,
-    min_frequency: int = 2,
-    limit_alphabet: int = 1000,
-    cache_dir: str | Path | None = None,
-) -> Tokenizer:
-    """A WordPiece tokenizer trained on ``texts()`` (an iterable of sentences or documents).
-
-    The result is cached in ``cache_dir`` (default ``cache_root() / "tokenizers"``) under a hash
-    of ``corpus_key`` (what identifies the corpus: paths, sizes and times, or a dataset name)
-    and the settings; ``texts`` is called only on a cache miss. Processes that ask at once (DDP
-    ranks) train once: the others wait for the file. Training itself is not reproducible to the
-    token (huggingface/tokenizers#1794: ties break in hash-map order), so a run keeps its own copy
-    (:func:`save_tokenizer`) and a resumed run should load that one.
-    """
-    if vocab_size <= len(SPECIAL_TOKENS):
-        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} special tokens")
-    key = _settings_key(corpus_key, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency, limit_alphabet=limit_alphabet)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
+    return build_cached(folder / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json", train)
+
+
+def wordpiece_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_size: int = 8192,
+                        lowercase: bool = True, min_frequency: int = 2, limit_alphabet: int = 1000,
+                        cache_dir: str | Path | None = None) -> Tokenizer:
+    """A WordPiece tokenizer trained on ``texts()`` (sentences or documents), cached in ``cache_dir`` (default
+    ``cache_root() / "tokenizers"``) under a hash of ``corpus_key`` (what identifies the corpus) and the settings;
+    ``texts`` is called only on a miss. Ids are canonical (training numbers ties in hash-map order,
+    huggingface/tokenizers#1794); a run keeps its own copy (:func:`save_tokenizer`) for a resume to load."""
+    if vocab_size <= len(SPECIAL_TOKENS):
+        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} special "
+                        "tokens")
 
     def train(tmp: Path) -> None:
-        tok = bert_tokenizer(None, lowercase)
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_frequency,
-            special_tokens=list(SPECIAL_TOKENS),
-            limit_alphabet=limit_alphabet,
-            continuing_subword_prefix=CONTINUATION_PREFIX,
-            show_progress=False,
-        )
-        tok.train_from_iterator(_batches(texts()), trainer)
-        if tok.get_vocab_size() <= len(SPECIAL_TOKENS):
-            raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
-        bert_tokenizer(_canonical_ids(tok.get_vocab()), lowercase).save(str(tmp))
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                            special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
+                                            continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=False)
+        vocab = _trained(bert_tokenizer(None, lowercase), trainer, texts, corpus_key, SPECIAL_TOKENS).get_vocab()
+        rest = sorted((t for t in vocab if t not in SPECIAL_TOKENS),
+                      key=lambda t: (len(t.removeprefix(CONTINUATION_PREFIX)) > 1, t))
+        bert_tokenizer({t: i for i, t in enumerate([*SPECIAL_TOKENS, *rest])}, lowercase).save(str(tmp))
 
-    path = build_cached(folder / f"wordpiece-{vocab_size}-{'uncased' if lowercase else 'cased'}-{key}.json", train)
-    return Tokenizer.from_file(str(path))
+    name = f"wordpiece-{vocab_size}-{'uncased' if lowercase else 'cased'}"
+    return Tokenizer.from_file(str(_cached(name, corpus_key, cache_dir, train, vocab_size=vocab_size,
+                                           lowercase=lowercase, min_frequency=min_frequency,
+                                           limit_alphabet=limit_alphabet)))
 
 
-def _canonical_ids(vocab: dict[str, int]) -> dict[str, int]:
-    """The trained vocabulary with ids that depend on its tokens alone (training numbers tied
-    tokens in hash-map order): the special tokens, the alphabet, then the rest sorted."""
-    rest = sorted((t for t in vocab if t not in SPECIAL_TOKENS), key=lambda t: (len(t.removeprefix(CONTINUATION_PREFIX)) > 1, t))
-    return {t: i for i, t in enumerate([*SPECIAL_TOKENS, *rest])}
-
-
-def _batches(texts: Iterable[str], size: int = 1000) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for t in texts:
-        batch.append(t)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _from_file(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as e:  # noqa: BLE001  (not a tokenizers JSON file)
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{path} is not a Hugging Face tokenizer.json: {first}") from None
 
 
 def read_vocab(path: str | Path) -> dict[str, int]:
@@ -158,10 +151,7 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer
     if not path.is_file():
         raise UserError(f"tokenizer {path} does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")
     if path.suffix == ".json":
-        try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as e:  # noqa: BLE001  (not a tokenizers JSON file)
-            raise UserError(f"{path} is not a Hugging Face tokenizer.json: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        tok = _from_file(path)
         special_ids(tok)
         return tok
     vocab = read_vocab(path)
@@ -230,7 +220,8 @@ TARGET_TOKENIZER_FILE = "target_tokenizer.json"
 _BPE_FORMAT = 1  # bump when a trained BPE tokenizer would come out differently for the same settings
 
 
-def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tuple[str, str]] | None = None, byte_fallback: bool = True) -> Tokenizer:
+def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tuple[str, str]] | None = None,
+                        byte_fallback: bool = True) -> Tokenizer:
     """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: empty, to be trained).
 
     NFKC normalisation; a Metaspace pre-tokenizer (a space becomes ``▁`` and starts the next
@@ -264,63 +255,38 @@ def bpe_special_ids(tok: Tokenizer, where: str = "the tokenizer") -> dict[str, i
     missing = [t for t, i in ids.items() if i is None]
     if missing:
         raise UserError(
-            f"{where} has no {', '.join(missing)} token: translation needs a vocabulary with {' '.join(BPE_SPECIAL_TOKENS)} "
+            f"{where} has no {', '.join(missing)} token: translation needs a vocabulary with "
+            f"{' '.join(BPE_SPECIAL_TOKENS)} "
             "(one trained by tfm, saved as a run's tokenizer.json)"
         )
     return ids  # type: ignore[return-value]
 
 
-def bpe_tokenizer(
-    texts: Callable[[], Iterable[str]],
-    corpus_key: str,
-    vocab_size: int = 8000,
-    min_frequency: int = 2,
-    byte_fallback: bool = True,
-    limit_alphabet: int = 1000,
-    cache_dir: str | Path | None = None,
-) -> Tokenizer:
-    """A BPE tokenizer (:func:`build_bpe_tokenizer`) trained on ``texts()``, with ``vocab_size``
-    tokens at most: the 4 special tokens (ids 0-3), with ``byte_fallback`` the 256 byte tokens
-    (ids 4-259), then the learnt ones.
-
-    Cached as :func:`wordpiece_tokenizer` is: in ``cache_dir`` (default ``cache_root() /
-    "tokenizers"``) under a hash of ``corpus_key`` and the settings, trained once by the first
-    of several processes (a file lock), written atomically; ``texts`` is called only on a miss.
-    Ids are canonical (special tokens, bytes, single characters, then the rest, each sorted), so
-    equal vocabularies get equal ids whatever order training produced them in.
-    """
-    reserved = len(BPE_SPECIAL_TOKENS) + (len(BYTE_TOKENS) if byte_fallback else 0)
-    if vocab_size <= reserved:
-        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {reserved} reserved tokens (special{' and byte-fallback' if byte_fallback else ''} tokens)")
-    key = _settings_key(corpus_key, kind="bpe", bpe_format=_BPE_FORMAT, vocab_size=vocab_size, min_frequency=min_frequency,
-                        byte_fallback=byte_fallback, limit_alphabet=limit_alphabet)
-    folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
+def bpe_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_size: int = 8000, min_frequency: int = 2,
+                  byte_fallback: bool = True, limit_alphabet: int = 1000,
+                  cache_dir: str | Path | None = None) -> Tokenizer:
+    """A BPE tokenizer (:func:`build_bpe_tokenizer`) trained on ``texts()``, cached as :func:`wordpiece_tokenizer`,
+    with ``vocab_size`` tokens at most: the 4 special tokens (ids 0-3), with ``byte_fallback`` the 256 byte tokens
+    (ids 4-259), then single characters and the rest, each sorted (canonical ids)."""
+    head = [*BPE_SPECIAL_TOKENS, *(BYTE_TOKENS if byte_fallback else ())]
+    if vocab_size <= len(head):
+        raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(head)} reserved tokens "
+                        f"(special{' and byte-fallback' if byte_fallback else ''} tokens)")
 
     def train(tmp: Path) -> None:
-        tok = build_bpe_tokenizer(None, None, byte_fallback)
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size - (len(BYTE_TOKENS) if byte_fallback else 0),
-            min_frequency=min_frequency,
-            special_tokens=list(BPE_SPECIAL_TOKENS),
-            limit_alphabet=limit_alphabet,
-            show_progress=False,
-        )
-        tok.train_from_iterator(_batches(texts()), trainer)
-        if tok.get_vocab_size() <= len(BPE_SPECIAL_TOKENS):
-            raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(head) + len(BPE_SPECIAL_TOKENS),
+                                      min_frequency=min_frequency, special_tokens=list(BPE_SPECIAL_TOKENS),
+                                      limit_alphabet=limit_alphabet, show_progress=False)
+        tok = _trained(build_bpe_tokenizer(None, None, byte_fallback), trainer, texts, corpus_key, BPE_SPECIAL_TOKENS)
         model = json.loads(tok.to_str())["model"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
-        build_bpe_tokenizer(_canonical_bpe_ids(model["vocab"], byte_fallback), merges, byte_fallback).save(str(tmp))  # type: ignore[arg-type]
+        rest = sorted((t for t in model["vocab"] if t not in set(head)), key=lambda t: (len(t) > 1, t))
+        build_bpe_tokenizer({t: i for i, t in enumerate([*head, *rest])}, merges,
+                            byte_fallback).save(str(tmp))  # type: ignore[arg-type]
 
-    return load_bpe_tokenizer(build_cached(folder / f"bpe-{vocab_size}-{key}.json", train))
-
-
-def _canonical_bpe_ids(vocab: dict[str, int], byte_fallback: bool) -> dict[str, int]:
-    """Ids that depend on the tokens alone: special tokens, byte tokens, characters, the rest."""
-    head = [*BPE_SPECIAL_TOKENS, *(BYTE_TOKENS if byte_fallback else ())]
-    taken = set(head)
-    rest = sorted((t for t in vocab if t not in taken), key=lambda t: (len(t) > 1, t))
-    return {t: i for i, t in enumerate([*head, *rest])}
+    return load_bpe_tokenizer(_cached(f"bpe-{vocab_size}", corpus_key, cache_dir, train, kind="bpe",
+                                      bpe_format=_BPE_FORMAT, vocab_size=vocab_size, min_frequency=min_frequency,
+                                      byte_fallback=byte_fallback, limit_alphabet=limit_alphabet))
 
 
 def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
@@ -329,14 +295,12 @@ def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "tokenizer.json").is_file():
-            raise UserError(f"tokenizer folder {path} has no tokenizer.json: pass a run folder or a tokenizer.json file")
+            raise UserError(f"tokenizer folder {path} has no tokenizer.json: pass a run folder or a tokenizer.json "
+                            "file")
         path = path / "tokenizer.json"
     if not path.is_file():
         raise UserError(f"tokenizer {path} does not exist: pass a tokenizer.json or a run folder holding one")
-    try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # noqa: BLE001  (not a tokenizers JSON file)
-        raise UserError(f"{path} is not a Hugging Face tokenizer.json: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    tok = _from_file(path)
     bpe_special_ids(tok, f"tokenizer {path}")
     tok.encode_special_tokens = True
     return tok
@@ -355,7 +319,8 @@ def load_bpe_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
         return tok, None
     target = load_bpe_tokenizer(target_path)
     if bpe_special_ids(target) != bpe_special_ids(tok):
-        raise UserError(f"{target_path} and {first} give the special tokens different ids: both must have {' '.join(BPE_SPECIAL_TOKENS)} as ids 0-3")
+        raise UserError(f"{target_path} and {first} give the special tokens different ids: both must have "
+                        f"{' '.join(BPE_SPECIAL_TOKENS)} as ids 0-3")
     return tok, target
 
 
