@@ -338,3 +338,77 @@ def test_other_bad_settings(tmp_path, cache):
     reg = write_jsonl(tmp_path / "r.jsonl", [{"text": "a b", "label": 0.5}, {"text": "c d", "label": "high"}])
     with pytest.raises(UserError, match="row 2: label 'high' is not a number"):
         _ = TextClassificationDataModule(source=str(reg), problem_type="regression", cache_dir=cache).num_labels
+
+
+# --- streaming (--data.streaming=true): a saved dataset streams through the same datasets code as the hub --------
+@pytest.fixture(scope="module")
+def streamed(tmp_path_factory) -> Path:
+    """48 training and 16 validation rows, string labels (their names come from the validation split)."""
+    import datasets
+
+    def split(n: int, offset: int) -> datasets.Dataset:
+        return datasets.Dataset.from_dict({"sentence": [sentence(i + offset) for i in range(n)],
+                                           "label": ["ab"[i % 2] for i in range(n)]})
+
+    path = tmp_path_factory.mktemp("streamed") / "data"
+    datasets.DatasetDict({"train": split(48, 0), "validation": split(16, 100)}).save_to_disk(str(path))
+    return path
+
+
+def streaming_dm(path: Path, cache: str) -> TextClassificationDataModule:
+    return TextClassificationDataModule(source=str(path), text_column="sentence", streaming=True, stream_block_size=16,
+                                        batch_size=4, vocab_size=200, cache_dir=cache)
+
+
+def test_a_stream_is_read_in_seeded_blocks_and_resumes_at_the_batch(streamed, cache):
+    dm = streaming_dm(streamed, cache)
+    dm.setup("fit")
+    assert dm.label_names == ["a", "b"] and len(dm.val_set) == 16
+    assert "train" not in dm._encoded and "train" not in dm.raw_splits  # the training split is never read whole
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 12 and [b["_stream_position"]["block"] for b in batches] == [k // 4 for k in range(12)]
+    rows = [(tuple(ids[mask.bool()].tolist()), int(label))
+            for b in batches for ids, mask, label in zip(b["input_ids"], b["attention_mask"], b["labels"])]
+    expected = [(tuple(e.ids), i % 2) for i, e in enumerate(dm.encoder.encode_batch([sentence(i) for i in range(48)]))]
+    assert sorted(rows) == sorted(expected)  # every training row once
+    assert rows[:16] != expected[:16] and sorted(rows[:16]) == sorted(expected[:16])  # shuffled within its block
+    # resumed after batch k (a position a checkpoint holds): the same batches from k + 1 on
+    for k in (0, 5, 10):
+        again = streaming_dm(streamed, cache)
+        again.setup("fit")
+        again.load_state_dict({"stream": [batches[k]["_stream_position"]], "seed": 0})
+        rest = list(again.train_dataloader())
+        assert len(rest) == 11 - k
+        assert all(torch.equal(a[key], b[key]) for a, b in zip(rest, batches[k + 1 :])
+                   for key in ("input_ids", "token_type_ids", "attention_mask", "labels"))
+
+
+def test_sigkill_then_resume_of_a_streamed_classifier_is_bitwise_exact(tmp_path, streamed):
+    from resume_helper import assert_exact_resume
+
+    args = ["--model.arch=bert_tiny", f"--data.source={streamed}", "--data.text_column=sentence",
+            "--data.streaming=true", "--data.stream_block_size=16", "--data.batch_size=8", "--data.vocab_size=200",
+            f"--data.cache_dir={tmp_path / 'cache'}", "--trainer.limit_val_batches=1"]
+    # 6 batches an epoch: killed in the first, so the resumed run also crosses into the next epoch
+    assert assert_exact_resume("configs/bert_mini_topics.yaml", args, tmp_path, steps=10, seed=1) < 6
+    (last,) = (tmp_path / "straight").glob("*/*/checkpoints/last.ckpt")
+    position = torch.load(last, map_location="cpu", weights_only=False)["TextClassificationDataModule"]["stream"]
+    # streamed: step 10 is the 4th batch of epoch 2, the 2nd of its 2nd block (of 16 rows, 2 batches)
+    assert (position[0]["epoch"], position[0]["block"], position[0]["done"]) == (1, 1, 2)
+
+
+def test_streaming_mistakes_are_one_line(tmp_path, cache):
+    import datasets
+
+    rows = datasets.Dataset.from_dict({"text": [sentence(i) for i in range(8)], "label": list("abababab")})
+    datasets.DatasetDict({"validation": rows}).save_to_disk(str(tmp_path / "val_only"))
+    datasets.DatasetDict({"train": rows}).save_to_disk(str(tmp_path / "train_only"))
+
+    def error(**kw) -> str:
+        with pytest.raises(UserError) as e:
+            TextClassificationDataModule(streaming=True, vocab_size=200, cache_dir=cache, **kw).setup("fit")
+        return one_line(e)
+
+    assert error(source=str(tmp_path / "val_only")).endswith("val_only' has no 'train' split (it has validation)")
+    assert "needs a validation split" in error(source=f"hf:{tmp_path / 'train_only'}")
+    assert error().startswith("--data.streaming reads hf: datasets and save_to_disk folders, not fortunes")

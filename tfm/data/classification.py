@@ -1,19 +1,12 @@
-"""Text classification data for BERT sequence classification: the bundled fortunes (14 topics),
-CSV / TSV / JSON / JSON-lines files, and Hugging Face datasets; single texts or text pairs;
-single-label, multi-label and regression targets.
-
-Texts are tokenized once per split with the ``tokenizers`` batch API and held in memory as flat
-arrays (fortunes' 6,099 texts take about 0.2 s, so there is no disk cache to go stale); batches
-are padded to their longest sequence. Nothing here is random except the split, drawn from
-``split_seed``, and the training order, drawn by :class:`~tfm.data.loading.ResumableSampler`.
-"""
+"""Text classification data for BERT: the bundled fortunes (14 topics), CSV / TSV / JSON / JSON-lines / Parquet / Arrow
+files and Hugging Face datasets, read with ``datasets``; single texts or text pairs; single-label, multi-label and
+regression targets. Held-out splits are drawn from ``split_seed``; batches are padded to their longest sequence."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import hashlib
-import io
 import json
 import math
 import random
@@ -21,38 +14,44 @@ import re
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from itertools import chain
+from functools import cached_property, lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from ..errors import UserError
-from .loading import PadCollator, mix_seed
-from .sources import SPLIT_ALIASES, HubSpec, load_splits, require_columns, require_train
+from .loading import ArrowRows, PadCollator, mix_seed
+from .sources import (
+    SPLIT_ALIASES,
+    SPLITS,
+    HubSpec,
+    is_saved_dataset,
+    load_splits,
+    load_table_file,
+    require_columns,
+    require_train,
+)
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
-SPLITS = ("train", "validation", "test")
-TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+FILE_KINDS = ("csv", "tsv", "json", "jsonl", "parquet", "arrow")
+STREAM_TOKENIZER_ROWS = 100_000  # the head of a training stream that a vocabulary is trained on
 _OVERSTRIKE = re.compile(r"[^\x08]\x08")
 _SEPARATOR = re.compile(r"^%[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 ProblemType = Literal["single_label", "multi_label", "regression"]
 
 
-# --- the bundled fortunes ---------------------------------------------------------------------------
+# --- the bundled fortunes ---------------------------------------------------------------------------------------------
 def clean_fortune(text: str) -> str:
-    """A fortune without terminal overstriking (``____^H^H^H^HBODY`` is an underlined ``BODY``)
-    and without surrounding blank space."""
+    """A fortune without terminal overstriking (``____^H^H^H^HBODY``: an underlined ``BODY``) and surrounding space."""
     while "\x08" in text:
         cleaned = _OVERSTRIKE.sub("", text)
-        if cleaned == text:  # a backspace at the very start
-            cleaned = text.replace("\x08", "")
-        text = cleaned
+        text = cleaned if cleaned != text else text.replace("\x08", "")  # a backspace at the very start
     return text.strip()
 
 
@@ -62,8 +61,7 @@ def split_fortunes(text: str) -> list[str]:
 
 
 def read_fortunes(path: str | Path = FORTUNES) -> dict[str, list[str]]:
-    """The fortunes of each topic (file name), topics in sorted order, from the tar.gz (as
-    bundled in ``data/fortunes``) or a folder of fortune files."""
+    """The fortunes of each topic (file name), in sorted order, from a tar.gz (as bundled) or a folder of files."""
     return {k: list(v) for k, v in _read_fortunes(str(Path(path).expanduser().resolve()))}
 
 
@@ -71,30 +69,25 @@ def read_fortunes(path: str | Path = FORTUNES) -> dict[str, list[str]]:
 def _read_fortunes(path_str: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     path = Path(path_str)
     if not path.exists():
-        raise UserError(f"fortunes {path} does not exist: restore data/fortunes/fortunes.tar.gz or pass another --data.source")
-    files: dict[str, str] = {}
+        raise UserError(f"fortunes {path} does not exist: restore data/fortunes/fortunes.tar.gz or pass another "
+                        "--data.source")
     if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.is_file() and not f.name.startswith(".") and "." not in f.name:
-                files[f.name] = f.read_text(encoding="utf-8", errors="replace")
+        files = {f.name: f.read_bytes() for f in path.iterdir() if f.is_file()}
     else:
         with tarfile.open(path) as tar:
-            for member in tar:
-                name = Path(member.name).name
-                if member.isfile() and not name.startswith(".") and "." not in name:
-                    files[name] = tar.extractfile(member).read().decode("utf-8", errors="replace")  # type: ignore[union-attr]
-    topics = tuple((name, tuple(split_fortunes(text))) for name, text in sorted(files.items()))
-    topics = tuple(t for t in topics if t[1])
-    if not topics:
+            files = {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore
+    topics = [(name, tuple(split_fortunes(data.decode("utf-8", errors="replace"))))
+              for name, data in sorted(files.items()) if not name.startswith(".") and "." not in name]
+    if not any(texts for _, texts in topics):
         raise UserError(f"{path} holds no fortune files (topic files of texts separated by '%' lines)")
-    return topics
+    return tuple(t for t in topics if t[1])
 
 
-# --- raw splits: texts and label values as read --------------------------------------------------------
+# --- reading: texts and label values as they are ----------------------------------------------------------------------
 @dataclass
 class RawSplit:
-    """One split as read: texts, optional second texts, label values (``None``: unlabelled), the
-    place it came from and each row's number there (both for error messages), optional ids."""
+    """One split as read: texts, optional second texts, label values (``None``: unlabelled), the place it came from and
+    each row's number there (both for error messages), optional ids."""
 
     texts: list[str]
     pairs: list[str] | None
@@ -104,191 +97,182 @@ class RawSplit:
     ids: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if not self.rows:
-            self.rows = list(range(1, len(self.texts) + 1))
+        self.rows = self.rows or list(range(1, len(self.texts) + 1))
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def select(self, picks: Sequence[int]) -> RawSplit:
-        return RawSplit(
-            [self.texts[i] for i in picks],
-            None if self.pairs is None else [self.pairs[i] for i in picks],
-            None if self.labels is None else [self.labels[i] for i in picks],
-            self.where,
-            [self.rows[i] for i in picks],
-            None if self.ids is None else [self.ids[i] for i in picks],
-        )
+        def pick(values: list | None) -> Any:
+            return None if values is None else [values[i] for i in picks]
+
+        return RawSplit(pick(self.texts), pick(self.pairs), pick(self.labels), self.where, pick(self.rows),
+                        pick(self.ids))
+
+
+def _table_kind(path: Path) -> str:
+    """``csv``, ``tsv``, ``json``, ``jsonl``, ``parquet``, ``arrow``, ``txt`` ... from the name (``.gz`` allowed)."""
+    return Path(path.name.lower().removesuffix(".gz")).suffix.lstrip(".")
 
 
 def _open_text(path: Path) -> str:
-    opener = gzip.open if path.suffix == ".gz" else open
+    """A UTF-8 text file (``.gz``: decompressed)."""
     try:
-        with opener(path, "rb") as f:  # type: ignore[operator]
-            data = f.read()
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:  # type: ignore[operator]
+            return f.read().decode("utf-8-sig")
     except OSError as e:
         raise UserError(f"could not read {path}: {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
 
 
-def _table_kind(path: Path) -> str:
-    """``csv``, ``tsv``, ``json``, ``jsonl`` or ``txt`` from the name (``.gz`` allowed)."""
-    suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes.pop()
-    return suffixes[-1].lstrip(".") if suffixes else ""
+def read_table(path: str | Path, cache_dir: Path | None = None) -> Any:
+    """A ``.csv`` / ``.tsv`` (unquoted, as GLUE; values as strings), ``.json`` / ``.jsonl`` (lines, a list or columns),
+    ``.parquet`` or ``.arrow`` file (``.gz``: decompressed) as a ``datasets.Dataset``; unreadable: one line."""
+    import datasets
+    import pandas as pd
 
-
-def read_table(path: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """``(columns, rows)`` of a ``.csv``, ``.tsv`` (no quoting, as GLUE), ``.json`` (a list of
-    objects, an object of columns, or JSON lines) or ``.jsonl`` file; ``.gz`` is decompressed.
-    CSV values are strings; JSON values keep their types."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"data file {path} does not exist: pass a CSV, TSV, JSON or JSON-lines file")
-    kind = _table_kind(path)
-    text = _open_text(path)
-    if kind in ("csv", "tsv"):
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if kind == "tsv" else ",", quoting=csv.QUOTE_NONE if kind == "tsv" else csv.QUOTE_MINIMAL)
-        try:
-            rows = list(reader)
-        except csv.Error as e:
-            raise UserError(f"{path} is not a valid {kind.upper()} file: {e}") from None
-        return [c for c in (reader.fieldnames or []) if c is not None], rows
-    if kind not in ("json", "jsonl"):
-        raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .csv, .tsv, .json or .jsonl")
-    data: Any = None
-    if kind == "json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None  # JSON lines in a .json file (as Hugging Face writes them)
-    if data is None:
-        data = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    data.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{path} line {n} is not valid JSON: {e.msg}") from None
-    if isinstance(data, dict):
-        lists = {k: v for k, v in data.items() if isinstance(v, list)}
-        if len(lists) == 1 and all(isinstance(r, dict) for r in next(iter(lists.values()))):
-            data = next(iter(lists.values()))  # {"data": [{...}, ...]}
-        elif lists and len(lists) == len(data) and len({len(v) for v in lists.values()}) == 1:
-            data = [dict(zip(lists, values)) for values in zip(*lists.values())]  # {"text": [...], "label": [...]}
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise UserError(f"{path} holds no table: write a list of objects, an object of equal-length columns, or one object per line")
-    columns = list(data[0]) if data else []
-    return columns, data
-
-
-def _text_value(v: Any, where: str, row: int, column: str) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or not str(v).strip():
-        raise UserError(f"{where} row {row}: the text in column {column!r} is empty: fill it in or remove the row")
-    return v if isinstance(v, str) else str(v)
+    if (kind := _table_kind(path)) not in FILE_KINDS:
+        raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .csv, .tsv, .json, .jsonl, "
+                        ".parquet or .arrow")
+    if kind in ("parquet", "arrow"):
+        return load_table_file(path, {}, cache_dir)
+    cache = {"cache_dir": str(cache_dir)} if cache_dir else {}
+    try:
+        if kind in ("csv", "tsv"):
+            options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
+            header = pd.read_csv(path, nrows=0, **options).columns  # type: ignore[call-overload]
+            strings = datasets.Features({c: datasets.Value("string") for c in header})
+            return datasets.Dataset.from_csv(str(path), features=strings, keep_default_na=False, **options, **cache)
+        ds = datasets.Dataset.from_json(str(path), **cache)
+    except Exception as e:  # noqa: BLE001  (pandas / pyarrow parse errors, as datasets wraps them)
+        cause: BaseException = e
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+        if isinstance(cause, UnicodeDecodeError):
+            raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
+        if "corresponds to no data" in str(cause):
+            raise UserError(f"{path} has no rows") from None
+        for n, line in enumerate(_open_text(path).splitlines() if kind in ("json", "jsonl") else [], 1):
+            try:
+                json.loads(line.strip() or "null")
+            except json.JSONDecodeError as bad:  # read as JSON lines: name the line
+                raise UserError(f"{path} line {n} is not valid JSON: {bad.msg}") from None
+        first = (str(cause) or type(cause).__name__).splitlines()[0]
+        raise UserError(f"{path} is not a valid {kind.upper()} file: {first}") from None
+    if len(ds) == 1 and all(isinstance(f, datasets.List) for f in ds.features.values()):  # one JSON object of columns
+        columns = ds[0]
+        rows = next(iter(columns.values()))
+        one_list = len(columns) == 1 and rows and isinstance(rows[0], dict)
+        ds = datasets.Dataset.from_list(rows) if one_list else datasets.Dataset.from_dict(columns)
+    return ds
 
 
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and math.isnan(v))
 
 
-def rows_to_split(
-    columns: list[str], rows: list[dict[str, Any]], where: str, text_column: str, pair_column: str | None, label_column: str | None, id_column: str = "id"
-) -> RawSplit:
-    """Texts, pairs and labels (``label_column=None``: unlabelled) of a table; a missing column
-    or an empty text is a :class:`UserError` naming the file and the row."""
-    for col, option in ((text_column, "text_column"), (pair_column, "text_pair_column"), (label_column, "label_column")):
-        if col is not None and col not in columns:
-            raise UserError(f"{where} has no column {col!r} (columns: {', '.join(map(str, columns)) or 'none'}): set --data.{option}")
-    if not rows:
+def _texts(values: list[Any], where: str, column: str) -> list[str]:
+    for n, v in enumerate(values, 1):
+        if _missing(v) or not str(v).strip():
+            raise UserError(f"{where} row {n}: the text in column {column!r} is empty: fill it in or remove the row")
+    return [v if isinstance(v, str) else str(v) for v in values]
+
+
+def _class_name(v: Any, names: list[str]) -> Any:
+    """A ClassLabel id (or a list of them) as its name; -1 (a hidden label) as None."""
+    if isinstance(v, list):
+        return [_class_name(i, names) for i in v]
+    return None if v is None or int(v) < 0 else names[int(v)]
+
+
+def read_split(ds: Any, where: str, text_column: str, pair_column: str | None, label_column: str | None,
+               names: list[str] | None = None) -> RawSplit:
+    """Texts, pairs, label values (``label_column=None``: unlabelled) and ids (an ``id`` column) of a
+    ``datasets.Dataset`` (``names``: a ClassLabel's, for its ids). A missing column or an empty text is one line."""
+    needed = {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"}
+    require_columns(ds.column_names, needed, where)
+    if not len(ds):
         raise UserError(f"{where} has no rows")
-    texts, pairs, labels = [], [] if pair_column else None, [] if label_column else None
-    for n, r in enumerate(rows, 1):
-        for col in (text_column, pair_column, label_column):
-            if col is not None and col not in r:
-                raise UserError(f"{where} row {n} has no {col!r} field: every row needs the same fields")
-        texts.append(_text_value(r[text_column], where, n, text_column))
-        if pairs is not None:
-            pairs.append(_text_value(r[pair_column], where, n, pair_column))  # type: ignore[index]
-        if labels is not None:
-            labels.append(r[label_column])  # type: ignore[index]
-    ids = [str(r.get(id_column, n)) for n, r in enumerate(rows, 1)] if id_column in columns else None
-    return RawSplit(texts, pairs, labels, where, ids=ids)
+    labels = None if label_column is None else ds[label_column]
+    if names is not None and labels is not None:
+        labels = [_class_name(v, names) for v in labels]
+    pairs = None if pair_column is None else _texts(ds[pair_column], where, pair_column)
+    ids = [str(i) for i in ds["id"]] if "id" in ds.column_names else None
+    return RawSplit(_texts(ds[text_column], where, text_column), pairs, labels, where, ids=ids)
 
 
-def read_split_file(path: str | Path, text_column: str, pair_column: str | None, label_column: str | None) -> RawSplit:
-    columns, rows = read_table(path)
-    return rows_to_split(columns, rows, str(path), text_column, pair_column, label_column)
+def label_info(feature: Any) -> dict[str, Any]:
+    """What a ``datasets`` label feature says: a ClassLabel's (or a sequence of them: multi-label) ``names`` and the
+    ``problem_type`` (a float: regression)."""
+    import datasets
+
+    inner = feature[0] if isinstance(feature, list) and feature else getattr(feature, "feature", None)
+    for f, ptype in ((feature, "single_label"), (inner, "multi_label")):
+        if isinstance(f, datasets.ClassLabel):
+            return {"names": list(f.names), "problem_type": ptype}
+    return {"problem_type": "regression"} if isinstance(feature, datasets.Value) and "float" in feature.dtype else {}
 
 
-def read_predict_file(path: str | Path, text_column: str, pair_column: str | None) -> RawSplit:
-    """Texts to predict: a ``.txt`` file of one text a line (a pair: two texts separated by a
-    tab; blank lines are skipped, ids are line numbers) or a table with the text column(s)
-    (ids: its ``id`` column, else row numbers)."""
+def read_predict_file(path: str | Path, text_column: str, pair_column: str | None,
+                      cache_dir: Path | None = None) -> RawSplit:
+    """Texts to predict: a text file of one text a line (a pair: two texts separated by a tab; blank lines skipped; ids:
+    line numbers) or a table with the text column(s) (ids: its ``id`` column, else row numbers)."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"--data.predict_file {path} does not exist: pass a text file (one text a line) or a CSV/TSV/JSON/JSONL file")
-    if _table_kind(path) in ("csv", "tsv", "json", "jsonl"):
-        split = read_split_file(path, text_column, pair_column, None)
-        if split.ids is None:
-            split.ids = [str(r) for r in split.rows]
+    if _table_kind(path) in FILE_KINDS:
+        split = read_split(read_table(path, cache_dir), str(path), text_column, pair_column, None)
+        split.ids = split.ids or [str(r) for r in split.rows]
         return split
-    texts, pairs, rows = [], [] if pair_column else None, []
-    for n, line in enumerate(_open_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        if pairs is not None:
-            a, tab, b = line.partition("\t")
-            if not tab or not a.strip() or not b.strip():
-                raise UserError(f"{path} line {n} is not a text pair: write the two texts on one line, separated by a tab")
-            texts.append(a)
-            pairs.append(b)
-        else:
-            texts.append(line)
-        rows.append(n)
-    if not texts:
+    lines = [(n, line) for n, line in enumerate(_open_text(path).splitlines(), 1) if line.strip()]
+    if not lines:
         raise UserError(f"--data.predict_file {path} holds no text")
-    return RawSplit(texts, pairs, None, str(path), rows, ids=[str(r) for r in rows])
+    rows, texts, pairs = [n for n, _ in lines], [line for _, line in lines], None
+    if pair_column is not None:
+        parts = [line.partition("\t") for line in texts]
+        bad = next((n for n, (a, tab, b) in zip(rows, parts) if not (tab and a.strip() and b.strip())), None)
+        if bad is not None:
+            raise UserError(f"{path} line {bad} is not a text pair: write the two texts on one line, separated by a "
+                            "tab")
+        texts, pairs = [a for a, _, _ in parts], [b for _, _, b in parts]
+    return RawSplit(texts, pairs, None, str(path), rows, [str(n) for n in rows])
 
 
-# --- labels -------------------------------------------------------------------------------------------
+def _split_files(folder: Path) -> dict[str, Path | None]:
+    """``train``/``validation``/``test`` files of a folder (``dev`` and ``val`` name validation)."""
+    names = {s: [f"{n}.{k}{gz}" for n in aliases for k in FILE_KINDS for gz in ("", ".gz")]
+             for s, aliases in SPLIT_ALIASES.items()}
+    return {s: next((folder / f for f in files if (folder / f).is_file()), None) for s, files in names.items()}
+
+
+# --- labels and splits ------------------------------------------------------------------------------------------------
 def _as_number(v: Any) -> float | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, (int, float, np.integer, np.floating)):
+    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
         return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
+    try:
+        return float(v) if isinstance(v, str) else None
+    except ValueError:
+        return None
 
 
 def _is_int_like(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, (int, np.integer)):
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
         return True
     return isinstance(v, str) and re.fullmatch(r"\s*[-+]?\d+\s*", v) is not None
 
 
 def infer_problem_type(values: Sequence[Any]) -> str:
-    """From label values: lists (or ``;``-joined names) -> ``multi_label``; floats (JSON floats,
-    or number strings that are not all integers) -> ``regression``; else ``single_label``."""
+    """From label values: lists (or ``;``-joined names) -> ``multi_label``; floats (JSON floats, or number strings that
+    are not all integers) -> ``regression``; else ``single_label``."""
     present = [v for v in values if not _missing(v)]
     if any(isinstance(v, (list, tuple, np.ndarray)) for v in present):
         return "multi_label"
     if any(isinstance(v, (float, np.floating)) for v in present):
         return "regression"
     strings = [v for v in present if isinstance(v, str)]
-    if strings and len(strings) == len(present):
-        if all(_is_int_like(v) for v in strings):
-            return "single_label"
+    if strings and len(strings) == len(present) and not all(_is_int_like(v) for v in strings):
         if all(_as_number(v) is not None for v in strings):
             return "regression"
         if any(";" in v for v in strings):
@@ -300,18 +284,14 @@ def label_name(v: Any) -> str:
     """A single-label value as its name: ``3``, ``3.0`` and ``"3"`` are ``"3"``."""
     if isinstance(v, (float, np.floating)) and float(v).is_integer():
         return str(int(v))
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        return str(int(v))
-    return str(v).strip()
+    return str(int(v)) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else str(v).strip()
 
 
 def label_names_of(v: Any) -> list[str]:
-    """A multi-label value as its names: a list, or a string of ``;``-separated names."""
+    """A multi-label value as its names: a list, or a string of ``;``-separated names (empty: no label applies)."""
     if isinstance(v, (list, tuple, np.ndarray)):
         return [label_name(x) for x in v if not _missing(x)]
-    if _missing(v):  # no label applies
-        return []
-    return [n.strip() for n in str(v).split(";") if n.strip()]
+    return [] if _missing(v) else [n.strip() for n in str(v).split(";") if n.strip()]
 
 
 def _sort_key(name: str) -> tuple:
@@ -320,8 +300,8 @@ def _sort_key(name: str) -> tuple:
 
 
 def _quotas(sizes: Sequence[int], fraction: float, caps: Sequence[int]) -> list[int]:
-    """How many of each group go to a split of ``fraction``: ``round(n * fraction)`` in all (at
-    least one), shared by largest remainder, none over its cap."""
+    """How many of each group go to a split of ``fraction``: ``round(n * fraction)`` in all (at least one), shared by
+    largest remainder, none over its cap."""
     if fraction <= 0:
         return [0] * len(sizes)
     total = max(1, round(sum(sizes) * fraction))
@@ -335,21 +315,17 @@ def _quotas(sizes: Sequence[int], fraction: float, caps: Sequence[int]) -> list[
     return q
 
 
-def stratified_split(keys: Sequence[Any] | None, n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, list[int]]:
-    """Indices of ``train``/``validation``/``test``, deterministic for ``seed``. With ``keys``
-    (single-label names) the split is stratified: each label's share of a split is its share
-    of the data (to within one example) and every label keeps a training example; else a
-    plain shuffled split. A split of a fraction above 0 gets at least one example. Each split
-    comes in a seeded random order, so that any first batches (``limit_val_batches``) are a
-    fair sample rather than one label's examples."""
+def stratified_split(keys: Sequence[Any] | None, n: int, val_fraction: float, test_fraction: float,
+                     seed: int) -> dict[str, list[int]]:
+    """Indices of ``train``/``validation``/``test`` for ``seed``, stratified by ``keys`` (single-label names; each
+    label keeps a training example), at least one for a fraction above 0, each split in a seeded random order."""
     groups: dict[Any, list[int]] = {}
     for i in range(n):
         groups.setdefault(keys[i] if keys is not None else None, []).append(i)
     names = sorted(groups, key=lambda g: _sort_key(str(g)))
     idx = []
     for k, key in enumerate(names):
-        members = list(groups[key])
-        random.Random(mix_seed(seed, k)).shuffle(members)
+        random.Random(mix_seed(seed, k)).shuffle(members := list(groups[key]))
         idx.append(members)
     sizes = [len(m) for m in idx]
     n_val = _quotas(sizes, val_fraction, [m - 1 for m in sizes])
@@ -365,301 +341,245 @@ def stratified_split(keys: Sequence[Any] | None, n: int, val_fraction: float, te
     return out
 
 
-# --- tokenized splits -------------------------------------------------------------------------------
-class EncodedTexts(Dataset):
-    """A tokenized split as flat arrays: item ``i`` is a dict of ``input_ids`` (int32),
-    ``token_type_ids`` (int8) and, if labelled, ``labels`` (int64, float32 or a float32 row)."""
+# --- tokenized splits -------------------------------------------------------------------------------------------------
+def encode_texts(batch: dict[str, list], tok: Tokenizer) -> dict[str, list]:
+    """A batch's ``text`` (and ``pair``) as ``[CLS] text [SEP] (pair [SEP])`` ids and token types (1: the pair), with
+    ``tok``'s truncation (:attr:`TextClassificationDataModule.encoder`)."""
+    encodings = tok.encode_batch(list(zip(batch["text"], batch["pair"])) if "pair" in batch else batch["text"])
+    return {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings]}
 
-    def __init__(self, ids: np.ndarray, types: np.ndarray, offsets: np.ndarray, labels: np.ndarray | None) -> None:
-        self.ids, self.types, self.offsets, self.labels = ids, types, offsets, labels
 
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
+class EncodedTexts(ArrowRows):
+    """A tokenized split read from its Arrow table: item ``i`` holds ``input_ids`` (int32), ``token_type_ids`` (int8)
+    and, if labelled, ``labels`` (int64, float32 or a float32 row); ``labels``: all of them, as an array."""
+
+    def __init__(self, ds: Any, columns: Sequence[str] | None = None) -> None:
+        super().__init__(ds, columns)
+        self.labels = ds.with_format("numpy", columns=["labels"])[:]["labels"] if "labels" in ds.column_names else None
 
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        import pyarrow.compute as pc
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        a, b = self.offsets[i], self.offsets[i + 1]
-        item = {"input_ids": self.ids[a:b], "token_type_ids": self.types[a:b]}
-        if self.labels is not None:
-            item["labels"] = self.labels[i]
-        return item
+        return pc.list_value_length(self.ds.data.column("input_ids")).to_numpy()
 
 
-def encode_texts(tok: Tokenizer, texts: Sequence[str], pairs: Sequence[str] | None, max_length: int, labels: np.ndarray | None = None) -> EncodedTexts:
-    """``[CLS] text [SEP]`` or ``[CLS] text [SEP] pair [SEP]`` (token type 1 for the pair),
-    truncated to ``max_length`` (longest segment first), with the ``tokenizers`` batch API."""
-    tok = Tokenizer.from_str(tok.to_str())  # a copy: the caller's keeps its own settings
-    tok.no_padding()
-    tok.enable_truncation(max_length, strategy="longest_first")
-    encodings = tok.encode_batch(list(zip(texts, pairs)) if pairs is not None else list(texts))
-    lengths = np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings))
-    offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    total = int(offsets[-1])
-    ids = np.fromiter(chain.from_iterable(e.ids for e in encodings), np.int32, total)
-    types = np.fromiter(chain.from_iterable(e.type_ids for e in encodings), np.int8, total)
-    return EncodedTexts(ids, types, offsets, labels)
-
-
-def ClassificationCollator(pad_id: int, pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> PadCollator:  # noqa: N802
-    """Batches of int64 ``input_ids``, ``token_type_ids``, ``attention_mask`` and, when the samples
-    have them, ``labels`` stacked as they are (:class:`~tfm.data.loading.PadCollator`)."""
-    return PadCollator({"input_ids": pad_id, "token_type_ids": 0}, ["labels"], pad_to_multiple_of, max_length)
-
-
-# --- the DataModule ---------------------------------------------------------------------------------
+# --- the DataModule ---------------------------------------------------------------------------------------------------
 class TextClassificationDataModule(TextDataModule):
     """Texts (or text pairs) and labels for :class:`~tfm.tasks.SequenceClassification`.
 
-    Batches are dicts of int64 ``input_ids``, ``token_type_ids`` (1: the second text of a pair)
-    and ``attention_mask`` (1: a real token), ``(B, T)`` padded to the batch's longest, and
-    ``labels``: int64 ``(B,)`` (single-label), float32 ``(B, num_labels)`` multi-hot
-    (multi-label) or float32 ``(B,)`` (regression). ``predict`` batches have no ``labels``.
+    Batches: int64 ``input_ids``, ``token_type_ids`` (1: a pair's second text) and ``attention_mask``, ``(B, T)``
+    padded to the longest, and ``labels``: int64 ``(B,)`` (single-label), float32 ``(B, num_labels)`` multi-hot
+    (multi-label) or float32 ``(B,)`` (regression); none in ``predict`` batches.
 
     Args:
-        source: ``fortunes`` (bundled: 14 topics, split 80/10/10 stratified), a CSV / TSV / JSON /
-            JSONL file (split the same way), a folder holding ``train.*`` (and ``validation.*`` /
-            ``dev.*``, ``test.*``) files or written by ``datasets``' ``save_to_disk``, or
-            ``hf:<name>[:<config>]`` (e.g. ``hf:glue:sst2``, with ``text_column=sentence``).
-        train_file, validation_file, test_file: data files instead of ``source``. Without a
-            validation file it is split off the training file; without a test file (or with one
-            whose labels are all hidden, as GLUE's) the test split is the validation split; a
-            training file alone is split 80/10/10 as a ``source`` file is.
-        predict_file: texts to predict, one a line (pairs: tab-separated), or a table with the
-            text column(s); default: the test split.
+        source: ``fortunes`` (bundled: 14 topics, split 80/10/10 stratified), a CSV / TSV / JSON / JSONL / Parquet /
+            Arrow file (split the same way), a folder of ``train.*`` (and ``validation.*`` / ``dev.*``, ``test.*``)
+            files or one written by ``save_to_disk``, or ``hf:<name>[:<config>]`` (e.g. ``hf:glue:sst2``).
+        train_file, validation_file, test_file: data files instead of ``source``. No validation file: it is split
+            off the training file; no test file (or one of hidden labels, as GLUE's): the validation split tests.
+        predict_file: texts to predict, one a line (pairs: tab-separated), or a table; default: the test split.
         text_column, text_pair_column: the text and the optional second text of a pair.
-        label_column: the label: a name or integer (single-label), a list of names or a
-            ``;``-separated string (multi-label), or a number (regression).
-        problem_type: ``single_label``, ``multi_label`` or ``regression``; default: from the data
-            (dataset features, else floats -> regression, lists -> multi-label, else single-label).
-        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (a
-            pretraining run's folder); default: train a WordPiece vocabulary on the training
-            texts (cached).
+        label_column: a name or integer (single-label), a list of names or ``;``-joined names (multi-label), or a
+            number (regression).
+        problem_type: ``single_label``, ``multi_label`` or ``regression``; default: from the data.
+        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (a pretraining run's);
+            default: train a WordPiece vocabulary on the training texts (cached).
         vocab_size, lowercase: of the vocabulary to train.
-        max_seq_length: tokens per example, ``[CLS]`` and ``[SEP]`` included; longer texts are
-            truncated (a pair: the longer text first).
+        max_seq_length: tokens per example with ``[CLS]`` and ``[SEP]``; longer texts are truncated, longer first.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
         val_fraction, test_fraction: shares held out when a split is made from the training data.
         split_seed: seed of those splits.
-        cache_dir: cache folder of trained tokenizers (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        cache_dir: cache folder of tokenizers and read files (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        streaming: read the training split of a ``hf:`` or ``save_to_disk`` dataset as it is trained on: blocks of
+            rows shuffled from ``(seed, epoch, block)``, resumed exactly. The validation split (needed) and the test
+            split are read whole; label names come from a ClassLabel, else from the validation split; a vocabulary
+            is trained on the stream's first 100,000 rows.
+        stream_block_size: rows per shuffled block of a stream (larger: better mixed, more memory).
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order seed (runs resume with exactly the same batches).
     """
 
-    def __init__(
-        self,
-        source: str = "fortunes",
-        train_file: str | None = None,
-        validation_file: str | None = None,
-        test_file: str | None = None,
-        predict_file: str | None = None,
-        text_column: str = "text",
-        text_pair_column: str | None = None,
-        label_column: str = "label",
-        problem_type: ProblemType | None = None,
-        tokenizer: str | None = None,
-        vocab_size: int = 8192,
-        lowercase: bool = True,
-        max_seq_length: int = 128,
-        pad_to_multiple_of: int | None = 8,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        split_seed: int = 0,
-        cache_dir: str | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, source: str = "fortunes", train_file: str | None = None, validation_file: str | None = None,
+                 test_file: str | None = None, predict_file: str | None = None, text_column: str = "text",
+                 text_pair_column: str | None = None, label_column: str = "label",
+                 problem_type: ProblemType | None = None, tokenizer: str | None = None, vocab_size: int = 8192,
+                 lowercase: bool = True, max_seq_length: int = 128, pad_to_multiple_of: int | None = 8,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
+                 cache_dir: str | None = None, streaming: bool = False, stream_block_size: int = 10_000,
+                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         if problem_type is not None and problem_type not in PROBLEM_TYPES:
-            raise UserError(f"--data.problem_type {problem_type!r} is unknown: choose single_label, multi_label or regression (or leave it unset)")
+            raise UserError(f"--data.problem_type {problem_type!r} is unknown: choose single_label, multi_label or "
+                            "regression (or leave it unset)")
         for name, p in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 <= p < 1.0:
                 raise UserError(f"--data.{name} {p} is not in [0, 1)")
         if val_fraction + test_fraction >= 1.0:
-            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no training data")
-        least = 5 if text_pair_column else 3
-        if max_seq_length < least:
-            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: {'[CLS] A [SEP] B [SEP]' if text_pair_column else '[CLS] text [SEP]'} needs at least {least}")
+            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no "
+                            "training data")
+        if max_seq_length < (least := 5 if text_pair_column else 3):
+            needs = "[CLS] A [SEP] B [SEP]" if text_pair_column else "[CLS] text [SEP]"
+            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: {needs} needs at least {least}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
             raise UserError(f"--data.pad_to_multiple_of {pad_to_multiple_of} must be at least 1 (or null)")
         if train_file is None and (validation_file or test_file):
-            raise UserError("--data.validation_file and --data.test_file need --data.train_file (labels and the vocabulary come from it)")
-        for option, f in (("train_file", train_file), ("validation_file", validation_file), ("test_file", test_file)):
-            if f is not None and not Path(f).expanduser().is_file():
-                raise UserError(f"--data.{option} {f} does not exist: pass a CSV, TSV, JSON or JSON-lines file")
-        if predict_file is not None and not Path(predict_file).expanduser().is_file():
-            raise UserError(f"--data.predict_file {predict_file} does not exist: pass a text file (one text a line) or a CSV/TSV/JSON/JSONL file")
-        if tokenizer is not None and not Path(tokenizer).expanduser().exists():
-            raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")
-        self.source, self.train_file, self.validation_file, self.test_file = source, train_file, validation_file, test_file
-        self.predict_file = predict_file
-        self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
-        self._problem_type_arg = problem_type
+            raise UserError("--data.validation_file and --data.test_file need --data.train_file (labels and the "
+                            "vocabulary come from it)")
+        table, vocab = "a CSV, TSV, JSON or JSON-lines file", "a tokenizer.json, a vocab.txt or a folder holding one"
+        files = {"train_file": (train_file, table), "validation_file": (validation_file, table),
+                 "test_file": (test_file, table), "tokenizer": (tokenizer, vocab),
+                 "predict_file": (predict_file, "a text file (one text a line) or a CSV/TSV/JSON/JSONL file")}
+        for option, (f, kind) in files.items():
+            if f is not None and not Path(f).expanduser().exists():
+                raise UserError(f"--data.{option} {f} does not exist: pass {kind}")
+        self.source, self.train_file, self.validation_file = source, train_file, validation_file
+        self.test_file, self.predict_file = test_file, predict_file
+        self.text_column, self.text_pair_column = text_column, text_pair_column
+        self.label_column, self._problem_type_arg = label_column, problem_type
         self.tokenizer_path, self.vocab_size, self.lowercase = tokenizer, vocab_size, lowercase
         self.max_seq_length, self.pad_to_multiple_of = max_seq_length, pad_to_multiple_of
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.cache_dir = cache_root(cache_dir)
+        self.cache_dir, self.streaming, self.stream_block_size = cache_root(cache_dir), streaming, stream_block_size
         self._kind = self._check_source() if train_file is None else "files"
+        if streaming and self._kind not in ("hf", "disk"):
+            raise UserError(f"--data.streaming reads hf: datasets and save_to_disk folders, not {train_file or source}")
         self._raw: dict[str, RawSplit] | None = None
-        self._labels: dict[str, np.ndarray | None] = {}
-        self._problem_type: str | None = None
-        self._label_names: list[str] | None = None
-        self._tokenizer: Tokenizer | None = None
+        self._info: dict[str, Any] = {}  # what the source says of its labels: ``names``, ``problem_type``
+        self._labels: dict[str, np.ndarray] = {}
         self._encoded: dict[str, EncodedTexts] = {}
         self._predict_raw: RawSplit | None = None
         self._hidden_test: RawSplit | None = None
 
     def _check_source(self) -> str:
-        """What ``source`` is (cheap, reads nothing): ``fortunes``, ``hf``, ``disk`` (a saved
-        dataset), ``folder`` (of split files) or ``file``."""
-        src = self.source
+        """What ``source`` is (reads nothing): ``fortunes``, ``hf``, ``disk`` (saved), ``folder`` (of split files) or
+        ``file``."""
+        src, path = self.source, Path(self.source).expanduser()
         if src == "fortunes":
             if not FORTUNES.is_file():
-                raise UserError(f"the bundled fortunes {FORTUNES} are missing: restore data/fortunes/ or pass --data.source")
+                raise UserError(f"the bundled fortunes {FORTUNES} are missing: restore data/fortunes/ or pass "
+                                "--data.source")
             return "fortunes"
         if src.startswith("hf:"):
             HubSpec.parse(src)
             return "hf"
-        path = Path(src).expanduser()
         if path.is_dir():
-            if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
-                return "disk"
-            if _split_files(path).get("train") is None:
-                raise UserError(f"--data.source {src} is a folder without train.csv/.tsv/.json/.jsonl or a saved dataset (dataset_dict.json)")
-            return "folder"
-        if path.is_file():
-            return "file"
-        raise UserError(f"--data.source {src!r} does not exist: pass fortunes, a CSV/TSV/JSON/JSONL file, a folder of split files or a saved dataset, or hf:<name>[:<config>]")
+            if not is_saved_dataset(path) and _split_files(path)["train"] is None:
+                raise UserError(f"--data.source {src} is a folder without train.csv/.tsv/.json/.jsonl/.parquet/.arrow "
+                                "or a saved dataset (dataset_dict.json)")
+            return "disk" if is_saved_dataset(path) else "folder"
+        if not path.is_file():
+            raise UserError(f"--data.source {src!r} does not exist: pass fortunes, a CSV/TSV/JSON/JSONL file, a folder "
+                            "of split files or a saved dataset, or hf:<name>[:<config>]")
+        return "file"
 
-    # --- reading and labels (on first use: the CLI reads num_labels before setup) -------------------
-    def _read(self) -> tuple[dict[str, RawSplit], dict[str, Any]]:
-        """The splits as read (``all``: one source to split here) and what the source says about
-        its labels (``names``, ``problem_type``)."""
-        kind, tc, pc, lc = self._kind, self.text_column, self.text_pair_column, self.label_column
-        if kind == "fortunes":
-            if pc is not None:
-                raise UserError("the fortunes are single texts: unset --data.text_pair_column (or pass another --data.source)")
-            topics = read_fortunes(FORTUNES)
-            texts = [t for texts in topics.values() for t in texts]
-            labels = [name for name, texts in topics.items() for _ in texts]
-            return {"all": RawSplit(texts, None, labels, f"fortunes {FORTUNES}")}, {"problem_type": "single_label"}
-        if kind in ("hf", "disk"):
-            return self._read_hf()
-        if kind == "file":
-            return {"all": read_split_file(self.source, tc, pc, lc)}, {}
-        files = _split_files(Path(self.source).expanduser()) if kind == "folder" else {
-            "train": self.train_file, "validation": self.validation_file, "test": self.test_file
-        }
-        return {s: read_split_file(f, tc, pc, lc) for s, f in files.items() if f is not None}, {}
-
-    def _read_hf(self) -> tuple[dict[str, RawSplit], dict[str, Any]]:
-        ds = load_splits(HubSpec.parse(self.source) if self._kind == "hf" else self.source)
-        return hf_splits(ds, self.source, self.text_column, self.text_pair_column, self.label_column)
+    def _read(self) -> dict[str, RawSplit]:
+        """The splits as read (``all``: one source, to split here); ``_info``: what the source says of its labels."""
+        columns = (self.text_column, self.text_pair_column, self.label_column)
+        if self._kind == "fortunes":
+            if self.text_pair_column is not None:
+                raise UserError("the fortunes are single texts: unset --data.text_pair_column (or pass another "
+                                "--data.source)")
+            topics, self._info = read_fortunes(FORTUNES), {"problem_type": "single_label"}
+            texts, labels = [t for ts in topics.values() for t in ts], [name for name, ts in topics.items() for _ in ts]
+            return {"all": RawSplit(texts, None, labels, f"fortunes {FORTUNES}")}
+        if self._kind in ("hf", "disk"):
+            ds = self._streams() if self.streaming else load_splits(self.source)
+            require_train(ds, self.source)
+            self._info = label_info((ds["train"].features or {}).get(self.label_column))
+            whole = {s: ds[s] for s in (SPLITS[1:] if self.streaming else SPLITS) if s in ds}
+            if self.streaming:  # validation and test are read whole
+                whole = {s: _dataset(list(d), d.features) for s, d in whole.items()}
+            names = self._info.get("names")
+            return {s: read_split(d, f"{self.source} [{s}]", *columns, names) for s, d in whole.items()}
+        if self._kind == "files":
+            files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
+        else:
+            files = _split_files(Path(self.source).expanduser()) if self._kind == "folder" else {"all": self.source}
+        cache = self.cache_dir / "classification"
+        return {s: read_split(read_table(f, cache), str(f), *columns) for s, f in files.items() if f is not None}
 
     def _load(self) -> None:
         if self._raw is not None:
             return
-        raw, info = self._read()
+        raw = self._read()
         if set(raw) == {"train"}:  # a training file alone is split as one source
             raw = {"all": raw["train"]}
-        ptype = self._problem_type_arg
-        if ptype is None:
-            ptype = info.get("problem_type") or infer_problem_type(raw["all" if "all" in raw else "train"].labels or [])
+        values = next(raw[s] for s in ("all", *SPLITS) if s in raw).labels or []
+        self._problem_type = self._problem_type_arg or self._info.get("problem_type") or infer_problem_type(values)
         made: list[str] = []
-        if "all" in raw:  # one source: split it here, stratified by label for single-label data
-            whole = raw.pop("all")
-            self._check_labelled(whole, "train", ptype)
-            keys = [label_name(v) for v in whole.labels] if ptype == "single_label" else None  # type: ignore[union-attr]
-            picks = stratified_split(keys, len(whole), self.val_fraction, self.test_fraction, self.split_seed)
-            raw = {s: whole.select(p) for s, p in picks.items()}
-            made = list(SPLITS)
-        elif "validation" not in raw:
-            train = raw["train"]
-            self._check_labelled(train, "train", ptype)
-            keys = [label_name(v) for v in train.labels] if ptype == "single_label" else None  # type: ignore[union-attr]
-            picks = stratified_split(keys, len(train), self.val_fraction, 0.0, self.split_seed)
-            raw.update(train=train.select(picks["train"]), validation=train.select(picks["validation"]))
-            made = ["train", "validation"]
-        if "test" in raw and (raw["test"].labels is None or all(_missing(v) for v in raw["test"].labels)):
+        if "validation" not in raw:  # split here, stratified by label for single-label data
+            whole = raw.pop("all" if "all" in raw else "train")
+            self._check_labelled(whole, "train")
+            made = ["train", "validation", *(["test"] if "test" not in raw else [])]
+            keys = [label_name(v) for v in whole.labels or []] if self._problem_type == "single_label" else None
+            test_fraction = self.test_fraction if "test" in made else 0.0
+            picks = stratified_split(keys, len(whole), self.val_fraction, test_fraction, self.split_seed)
+            raw.update({s: whole.select(picks[s]) for s in made})
+        if "test" in raw and all(_missing(v) for v in raw["test"].labels or [None]):
             self._hidden_test = raw.pop("test")  # hidden labels (GLUE): predicted by default, not tested
-        if "test" not in raw:
-            raw["test"] = raw["validation"]  # no labelled test split: test on the validation split
-        for split in SPLITS:
-            self._check_labelled(raw[split], split, ptype)
-            if not len(raw[split]):
-                raise UserError(f"the {split} split of {self._describe()} is empty: use more data or raise --data.val_fraction/--data.test_fraction")
-        self._problem_type = ptype
-        self._label_names, self._labels = self._encode_labels(raw, ptype, info.get("names"), made)
+        raw.setdefault("test", raw["validation"])  # no labelled test split: test on the validation split
+        raw = {s: raw[s] for s in SPLITS if s in raw}
+        for split, s in raw.items():
+            self._check_labelled(s, split)
+            if not len(s):
+                raise UserError(f"the {split} split of {self.train_file or self.source} is empty: use more data or "
+                                "raise --data.val_fraction/--data.test_fraction")
+        self._label_names = self._names([raw[s] for s in (["train", *made] if "train" in raw else ["validation"])])
+        self._labels = {split: self._label_array(s, split) for split, s in raw.items()}
         self._raw = raw
 
-    def _describe(self) -> str:
-        return self.train_file if self._kind == "files" else self.source  # type: ignore[return-value]
+    def _check_labelled(self, split: RawSplit, name: str) -> None:
+        """An empty label is one line naming the row (but multi-label: none of the labels applies)."""
+        empty = (r for r, v in zip(split.rows, split.labels or []) if _missing(v))
+        if self._problem_type != "multi_label" and (row := next(empty, None)):
+            raise UserError(f"{split.where} row {row}: the label in column {self.label_column!r} is empty ({name} "
+                            "split): fill it in or remove the row")
 
-    def _check_labelled(self, split: RawSplit, name: str, ptype: str) -> None:
-        if split.labels is None:
-            raise UserError(f"the {name} split ({split.where}) has no labels: set --data.label_column")
-        if ptype == "multi_label":
-            return  # an empty label: none of the labels applies
-        for row, v in zip(split.rows, split.labels):
-            if _missing(v):
-                raise UserError(f"{split.where} row {row}: the label in column {self.label_column!r} is empty ({name} split): fill it in or remove the row")
+    def _parse(self, v: Any) -> list[str]:
+        return label_names_of(v) if self._problem_type == "multi_label" else [label_name(v)]
 
-    def _encode_labels(self, raw: dict[str, RawSplit], ptype: str, names: list[str] | None, made: list[str]) -> tuple[list[str], dict[str, np.ndarray]]:
-        """Label names and each split's label array. The names are the source's (a ClassLabel),
-        else those of the training data (with the splits made from it), sorted; a label of a
-        given validation/test split that training lacks is a :class:`UserError`."""
-        known = ["train", *(s for s in made if s != "train")]
-        if ptype == "regression":
-            out = {}
-            for split in SPLITS:
-                s = raw[split]
-                values = []
-                for row, v in zip(s.rows, s.labels):  # type: ignore[arg-type]
-                    x = _as_number(v)
-                    if x is None or not math.isfinite(x):
-                        raise UserError(f"{s.where} row {row}: label {v!r} is not a number (problem_type regression): fix it or set --data.problem_type")
-                    values.append(x)
-                out[split] = np.asarray(values, dtype=np.float32)
-            return [self.label_column], out
-        parse = label_name if ptype == "single_label" else label_names_of
-        parsed = {split: [parse(v) for v in raw[split].labels] for split in SPLITS}  # type: ignore[union-attr]
+    def _names(self, known: list[RawSplit]) -> list[str]:
+        """The label names: the source's (a ClassLabel), else those of the ``known`` (training) splits, sorted."""
+        if self._problem_type == "regression" or "names" in self._info:
+            return [self.label_column] if self._problem_type == "regression" else list(self._info["names"])
+        names = sorted({n for s in known for v in s.labels or [] for n in self._parse(v)}, key=_sort_key)
+        if self._problem_type == "single_label" and len(names) < 2:
+            raise UserError(f"the training data of {self.train_file or self.source} has only the label {names[0]!r}: "
+                            "a classifier needs at least two (or set --data.problem_type)")
+        if not names:
+            raise UserError(f"the training data of {self.train_file or self.source} has no label names in column "
+                            f"{self.label_column!r}")
+        return names
 
-        def flat(split: str) -> set[str]:
-            return set(parsed[split]) if ptype == "single_label" else {n for ns in parsed[split] for n in ns}
-
-        if names is None:
-            names = sorted(set().union(*(flat(s) for s in known)), key=_sort_key)
-            if ptype == "single_label" and len(names) < 2:
-                raise UserError(f"the training data of {self._describe()} has only the label {names[0]!r}: a classifier needs at least two (or set --data.problem_type)")
-            if ptype == "multi_label" and not names:
-                raise UserError(f"the training data of {self._describe()} has no label names in column {self.label_column!r}")
-        index = {n: i for i, n in enumerate(names)}
-        out = {}
-        for split in SPLITS:
-            s = raw[split]
-            for row, value in zip(s.rows, parsed[split]):
-                for n in [value] if ptype == "single_label" else value:
-                    if n not in index:
-                        where = f"{s.where} row {row}"
-                        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-                        raise UserError(f"label {n!r} of the {split} split ({where}) is not in the training data (labels: {shown}): fix the label or add training examples of it")
-            if ptype == "single_label":
-                out[split] = np.asarray([index[n] for n in parsed[split]], dtype=np.int64)
-            else:
-                hot = np.zeros((len(s), len(names)), dtype=np.float32)
-                for i, ns in enumerate(parsed[split]):
-                    hot[i, [index[n] for n in ns]] = 1.0
-                out[split] = hot
-        return list(names), out
+    def _label_array(self, split: RawSplit, name: str) -> np.ndarray:
+        """A split's labels as ids (int64), multi-hot rows (float32) or numbers (float32); a label the training data
+        lacks (or, in a regression, one that is not a number) is one line naming the row."""
+        labels = split.labels or []
+        if self._problem_type == "regression":
+            values = [_as_number(v) for v in labels]
+            if (bad := next((i for i, x in enumerate(values) if x is None or not math.isfinite(x)), None)) is not None:
+                raise UserError(f"{split.where} row {split.rows[bad]}: label {labels[bad]!r} is not a number "
+                                "(problem_type regression): fix it or set --data.problem_type")
+            return np.asarray(values, dtype=np.float32)
+        index = {n: i for i, n in enumerate(self._label_names)}
+        parsed = [self._parse(v) for v in labels]
+        for row, names in zip(split.rows, parsed):
+            if unknown := [n for n in names if n not in index]:
+                shown = ", ".join(list(index)[:20]) + (" ..." if len(index) > 20 else "")
+                raise UserError(f"label {unknown[0]!r} of the {name} split ({split.where} row {row}) is not in the "
+                                f"training data (labels: {shown}): fix the label or add training examples of it")
+        if self._problem_type == "single_label":
+            return np.asarray([index[names[0]] for names in parsed], dtype=np.int64)
+        hot = np.zeros((len(split), len(index)), dtype=np.float32)
+        for i, names in enumerate(parsed):
+            hot[i, [index[n] for n in names]] = 1.0
+        return hot
 
     @property
     def raw_splits(self) -> dict[str, RawSplit]:
-        """``train``, ``validation`` and ``test`` as read (texts, pairs, label values)."""
+        """``train``, ``validation`` and ``test`` as read (texts, pairs, label values; streamed: no ``train``)."""
         self._load()
         return self._raw  # type: ignore[return-value]
 
@@ -667,56 +587,69 @@ class TextClassificationDataModule(TextDataModule):
     def problem_type(self) -> str:
         """``single_label``, ``multi_label`` or ``regression`` (given, or found in the data)."""
         self._load()
-        return self._problem_type  # type: ignore[return-value]
+        return self._problem_type
 
     @property
     def label_names(self) -> list[str]:
         """The labels in id order (regression: the label column's name)."""
         self._load()
-        return list(self._label_names)  # type: ignore[arg-type]
+        return list(self._label_names)
 
     @property
     def num_labels(self) -> int:
         """Outputs the model needs: the number of labels (regression: 1)."""
         return 1 if self.problem_type == "regression" else len(self.label_names)
 
-    # --- the tokenizer ------------------------------------------------------------------------------
     def train_tokenizer(self) -> Tokenizer:
-        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
-        train = self.raw_splits["train"]
-        digest = hashlib.sha256()
-        for t in chain(train.texts, train.pairs or []):
-            digest.update(t.encode("utf-8", "surrogatepass") + b"\x00")
-        return wordpiece_tokenizer(
-            lambda: chain(train.texts, train.pairs or []),
-            f"classification:{digest.hexdigest()}",
-            vocab_size=self.vocab_size,
-            lowercase=self.lowercase,
-            cache_dir=self.cache_dir / "tokenizers",
-        )
+        """A WordPiece vocabulary trained (once, then cached) on the training texts (streamed: the stream's head)."""
+        if self.streaming:
+            rows = list(islice(self._streams()["train"], STREAM_TOKENIZER_ROWS))
+            where = f"{self.source} [train, first {len(rows)} rows]"
+            train = read_split(_dataset(rows), where, self.text_column, self.text_pair_column, None)
+        else:
+            train = self.raw_splits["train"]
+        texts = [*train.texts, *(train.pairs or [])]
+        digest = hashlib.sha256(b"".join(t.encode("utf-8", "surrogatepass") + b"\x00" for t in texts)).hexdigest()
+        return wordpiece_tokenizer(lambda: texts, f"classification:{digest}", vocab_size=self.vocab_size,
+                                   lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
 
-    # --- splits -------------------------------------------------------------------------------------
+    @cached_property
+    def encoder(self) -> Tokenizer:
+        """The tokenizer as examples are encoded: truncating to ``max_seq_length`` (the longer text first)."""
+        tok = Tokenizer.from_str(self.tokenizer.to_str())
+        tok.no_padding()
+        tok.enable_truncation(self.max_seq_length, strategy="longest_first")
+        return tok
+
     def encoded(self, split: str) -> EncodedTexts:
         """A split tokenized (``train``, ``validation``, ``test`` or ``predict``), on first use."""
         if split not in self._encoded:
-            if split == "predict":
-                raw, labels = self.predict_raw, None
-            else:
-                raw, labels = self.raw_splits[split], self._labels[split]
-            self._encoded[split] = encode_texts(self.tokenizer, raw.texts, raw.pairs, self.max_seq_length, labels)
+            import datasets
+
+            raw = self.predict_raw if split == "predict" else self.raw_splits[split]
+            texts = {"text": raw.texts, **({"pair": raw.pairs} if raw.pairs is not None else {})}
+            labels = {"labels": self._labels[split]} if split != "predict" else {}
+            ds = datasets.Dataset.from_dict({**texts, **labels})
+            features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")),
+                                          "token_type_ids": datasets.List(datasets.Value("int8")),
+                                          **{k: v for k, v in ds.features.items() if k == "labels"}})
+            ds = ds.map(encode_texts, batched=True, fn_kwargs={"tok": self.encoder}, remove_columns=list(texts),
+                        features=features)
+            self._encoded[split] = EncodedTexts(ds)
         return self._encoded[split]
 
     @property
     def predict_raw(self) -> RawSplit:
-        """The texts to predict: ``predict_file``'s, else the test split's (a test split with
-        hidden labels, as GLUE's, rather than the validation split tested in its place)."""
-        if self._predict_raw is None:
-            if self.predict_file is not None:
-                self._predict_raw = read_predict_file(self.predict_file, self.text_column, self.text_pair_column)
-            else:
-                self._load()
-                test = self._hidden_test or self.raw_splits["test"]
-                self._predict_raw = RawSplit(test.texts, test.pairs, None, test.where, test.rows, test.ids or [str(i) for i in range(len(test))])
+        """The texts to predict: ``predict_file``'s, else the test split's (a test split of hidden labels, as GLUE's,
+        rather than the validation split tested in its place)."""
+        if self._predict_raw is None and self.predict_file is not None:
+            cache = self.cache_dir / "classification"
+            self._predict_raw = read_predict_file(self.predict_file, self.text_column, self.text_pair_column, cache)
+        elif self._predict_raw is None:
+            self._load()
+            test = self._hidden_test or self.raw_splits["test"]
+            ids = test.ids or [str(i) for i in range(len(test))]
+            self._predict_raw = RawSplit(test.texts, test.pairs, None, test.where, test.rows, ids)
         return self._predict_raw
 
     @property
@@ -727,36 +660,51 @@ class TextClassificationDataModule(TextDataModule):
 
     @property
     def predict_ids(self) -> list[str]:
-        """A name for each predicted row: the file's ``id`` column, its line or row number, or the
-        index in the test split."""
+        """A name for each predicted row: the file's ``id`` column, its line or row number, or the index in the test
+        split."""
         return list(self.predict_raw.ids or [str(r) for r in self.predict_raw.rows])
 
     def prepare_data(self) -> None:
         self.tokenizer  # noqa: B018  (trains and caches the vocabulary once, before DDP ranks need it)
 
     def setup(self, stage: str) -> None:
-        self.collator = ClassificationCollator(self.pad_token_id, self.pad_to_multiple_of, self.max_seq_length)
-        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}.get(stage, SPLITS)
-        for split in wanted:
-            self.encoded(split)
+        pads = {"input_ids": self.pad_token_id, "token_type_ids": 0}
+        self.collator = PadCollator(pads, ["labels"], self.pad_to_multiple_of, self.max_seq_length)
+        stages = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
+                  "predict": ("predict",)}
+        for split in stages.get(stage, SPLITS):
+            if not (self.streaming and split == "train"):
+                self.encoded(split)
 
-    @property
-    def train_set(self) -> EncodedTexts:
-        return self.encoded("train")
+    train_set = property(lambda self: self.encoded("train"))
+    val_set = property(lambda self: self.encoded("validation"))
+    test_set = property(lambda self: self.encoded("test"))
+    predict_set = property(lambda self: self.encoded("predict"))
 
-    @property
-    def val_set(self) -> EncodedTexts:
-        return self.encoded("validation")
+    def _streams(self) -> Any:
+        """The splits as ``datasets`` streams (an ``IterableDatasetDict``); train and validation needed."""
+        streams = load_splits(self.source, streaming=True)
+        require_train(streams, self.source)
+        if "validation" not in streams:
+            raise UserError(f"--data.streaming needs a validation split, and {self.source} has none (it has "
+                            f"{', '.join(streams)}): pass a dataset with one")
+        return streams
 
-    @property
-    def test_set(self) -> EncodedTexts:
-        return self.encoded("test")
-
-    @property
-    def predict_set(self) -> EncodedTexts:
-        return self.encoded("predict")
+    def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
+        """A block of streamed rows as shuffled, collated training batches of ``batch_size``."""
+        block = read_split(_dataset(rows), f"{self.source} [train stream block]", self.text_column,
+                           self.text_pair_column, self.label_column, self._info.get("names"))
+        labels = self._label_array(block, "train")
+        encoded = encode_texts({"text": block.texts, **({"pair": block.pairs} if block.pairs else {})}, self.encoder)
+        order = list(range(len(block)))
+        rng.shuffle(order)
+        items = [{"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
+                  "labels": labels[i]} for i in order]
+        return [self.collator(items[k : k + self.batch_size]) for k in range(0, len(items), self.batch_size)]
 
     def train_dataloader(self) -> DataLoader:
+        if self.streaming:
+            return self.stream_loader(self._streams()["train"], self._stream_batches, self.stream_block_size)
         return self.train_loader(self.train_set, self.collator, collate=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -769,59 +717,8 @@ class TextClassificationDataModule(TextDataModule):
         return self.eval_loader(self.predict_set, self.collator, collate=True)
 
 
-def _split_files(folder: Path) -> dict[str, Path | None]:
-    """``train``/``validation``/``test`` files of a folder (``dev`` and ``val`` name validation)."""
-    found: dict[str, Path | None] = {}
-    for split, names in SPLIT_ALIASES.items():
-        found[split] = next(
-            (folder / f"{n}{ext}{gz}" for n in names for ext in TABLE_SUFFIXES for gz in ("", ".gz") if (folder / f"{n}{ext}{gz}").is_file()), None
-        )
-    return found
-
-
-def hf_splits(ds: Any, name: str, text_column: str, pair_column: str | None, label_column: str) -> tuple[dict[str, RawSplit], dict[str, Any]]:
-    """Splits of a ``datasets`` ``DatasetDict`` (from :func:`~tfm.data.sources.load_splits`). A ClassLabel
-    label gives the names in its order (id -1, a hidden test label, is unlabelled); a sequence
-    of them makes a multi-label problem; a float value a regression."""
+def _dataset(rows: list[dict[str, Any]], features: Any = None) -> Any:
+    """Rows (of a stream) as a ``datasets.Dataset``."""
     import datasets
 
-    require_train(ds, name)
-    picked = {s: (s if s in ds else None) for s in SPLITS}
-    features = ds["train"].features
-    require_columns(features, {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"}, name)
-    feature = features[label_column]
-    info: dict[str, Any] = {}
-    inner = getattr(feature, "feature", None)
-    if isinstance(feature, list) and feature:  # [ClassLabel(...)]: the datasets list form
-        inner = feature[0]
-    class_names: list[str] | None = None
-    if isinstance(feature, datasets.ClassLabel):
-        class_names, info["problem_type"] = list(feature.names), "single_label"
-    elif isinstance(inner, datasets.ClassLabel):
-        class_names, info["problem_type"] = list(inner.names), "multi_label"
-    elif isinstance(feature, datasets.Value) and feature.dtype.startswith("float"):
-        info["problem_type"] = "regression"
-    if class_names is not None:
-        info["names"] = class_names
-
-    def name_of(i: Any) -> Any:
-        return None if i is None or int(i) < 0 else class_names[int(i)]  # type: ignore[index]
-
-    out: dict[str, RawSplit] = {}
-    if picked["validation"] is None:
-        picked.pop("validation")
-    for split, key in picked.items():
-        if key is None:
-            continue
-        d = ds[key]
-        where = f"{name} [{key}]"
-        missing = [c for c in (text_column, pair_column, label_column) if c is not None and c not in d.column_names]
-        if missing:
-            raise UserError(f"split {key!r} of dataset {name!r} has no column {missing[0]!r} (columns: {', '.join(d.column_names)})")
-        texts = [_text_value(t, where, n, text_column) for n, t in enumerate(d[text_column], 1)]
-        pairs = [_text_value(t, where, n, pair_column) for n, t in enumerate(d[pair_column], 1)] if pair_column else None
-        labels = list(d[label_column])
-        if class_names is not None:
-            labels = [name_of(v) for v in labels] if info["problem_type"] == "single_label" else [[name_of(i) for i in v] for v in labels]
-        out[split] = RawSplit(texts, pairs, labels, where)
-    return out, info
+    return datasets.Dataset.from_list(rows, features=features)
