@@ -232,6 +232,20 @@ def text_bytes(ds: Any, columns: list[str]) -> np.ndarray:
     return sizes if ds._indices is None else sizes[ds._indices.column(0).to_numpy()]
 
 
+def remapped(ds: Any) -> Any:
+    """``ds`` (its selection kept) over memory maps of its own: the pages read through it leave this
+    process' memory when it is dropped, while ``ds`` stays mapped (a tokenizer's sample of a corpus
+    is read once; the corpus is read again later)."""
+    import datasets
+    from datasets.table import list_table_cache_files
+
+    files = list_table_cache_files(ds.data)
+    if not files:
+        return ds
+    fresh = datasets.concatenate_datasets([datasets.Dataset.from_file(f) for f in files])
+    return fresh if ds._indices is None else fresh.select(ds._indices.column(0).to_numpy())
+
+
 def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
     """Indices of a seeded random sample of rows of at most ``budget`` bytes (at least one row), in
     corpus order; all rows when the corpus is within the budget."""

@@ -41,7 +41,7 @@ from .sources import (
     require_train,
     write_records,
 )
-from .text import sample_rows, text_bytes
+from .text import remapped, sample_rows, text_bytes
 from .tokenizers import (
     BPE_SPECIAL_TOKENS,
     BYTE_TOKENS,
@@ -399,10 +399,12 @@ def held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _sample(pairs: Pairs, budget: int, seed: int) -> Pairs:
-    """A seeded random sample of about ``budget`` bytes of text (all of smaller pairs)."""
+    """A seeded random sample of about ``budget`` bytes of text (all of smaller pairs), read through a memory
+    map of its own (:func:`~tfm.data.text.remapped`): the vocabulary's sample does not stay in memory."""
     columns = [c for c in ("src_text", "tgt_text") if c in pairs.ds.column_names]
     rows = sample_rows(text_bytes(pairs.ds, columns), budget, seed)
-    return pairs if len(rows) == len(pairs) else pairs.select(rows.tolist())
+    whole = Pairs(remapped(pairs.ds), pairs.where, pairs.key)
+    return whole if len(rows) == len(pairs) else whole.select(rows.tolist())
 
 
 def _digest(texts: Iterable[str]) -> str:
