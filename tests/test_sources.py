@@ -3,10 +3,13 @@ save_to_disk folders), through the real ``datasets`` client."""
 
 from __future__ import annotations
 
+import gzip
+import json
+
 import datasets
 import pytest
 
-from tfm.data.sources import HubSpec, load_splits, require_columns
+from tfm.data.sources import HubSpec, load_splits, read_records, require_columns
 from tfm.errors import UserError
 
 
@@ -73,3 +76,46 @@ def test_parquet_and_arrow_files_as_text_and_pair_sources(tmp_path):
     pairs.rename_column("es", "fr").to_parquet(str(tmp_path / "fr.parquet"))
     with pytest.raises(UserError, match=r"has no column 'es' \(columns: en, fr\): set --data.target_column"):
         TranslationDataModule(source="tsv", train_file=str(tmp_path / "fr.parquet"), vocab_size=400, cache_dir=str(tmp_path / "c")).setup("fit")
+
+
+def test_one_reader_of_table_files(tmp_path):
+    """CSV, TSV, JSON (a list, an object of columns, JSON lines), JSON lines, Parquet and Arrow, ``.gz`` or not: the
+    same records (a CSV or TSV's values as strings), each with its line or row; every mistake one line naming it."""
+    rows = [{"en": "Hello.", "es": "Hola.", "n": "1"}, {"en": "Bye, now.", "es": "Adiós.", "n": "2"}]
+
+    def read(name: str, text: str | bytes, columns=None, kind=None) -> list:
+        path = tmp_path / name
+        path.write_bytes(gzip.compress(text.encode()) if name.endswith(".gz") else text.encode() if isinstance(text, str) else text)
+        return list(read_records(path, columns or {"en": "source_column"}, tmp_path / "c", kind))
+
+    tsv = "en\tes\tn\n" + "".join(f"{r['en']}\t{r['es']}\t{r['n']}\n" for r in rows)
+    assert read("a.tsv", tsv) == read("a.tsv.gz", tsv) == [("line", 2, rows[0]), ("line", 3, rows[1])]
+    assert read("a.txt", tsv.replace("\n", "\n\n"), kind="tsv") == [("line", 3, rows[0]), ("line", 5, rows[1])]
+    assert read("a.csv", 'en,es,n\nHello.,Hola.,1\n"Bye, now.",Adiós.,2\n') == [("line", 2, rows[0]), ("line", 3, rows[1])]
+    jsonl = "".join(json.dumps(r) + "\n" for r in rows)
+    assert read("a.jsonl", jsonl) == read("lines.json", jsonl) == [("line", 1, rows[0]), ("line", 2, rows[1])]
+    assert read("list.json", json.dumps(rows)) == read("cols.json", json.dumps({k: [r[k] for r in rows] for k in rows[0]})) == [
+        ("row", 1, rows[0]), ("row", 2, rows[1])]
+    assert read("one.json", json.dumps({"data": rows})) == [("row", 1, rows[0]), ("row", 2, rows[1])]
+    hf = read("hf.jsonl", json.dumps({"id": 0, "translation": {"en": "Hi.", "es": "Hola."}}), {"es": "target_column"})
+    assert hf[0][2]["es"] == "Hola."  # Hugging Face's translation format
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "a.parquet"))
+    assert list(read_records(tmp_path / "a.parquet", {"en": None}, tmp_path / "c")) == [("row", 1, rows[0]), ("row", 2, rows[1])]
+
+    def error(name: str, text: str | bytes, columns=None) -> str:
+        with pytest.raises(UserError) as e:
+            read(name, text, columns)
+        assert "\n" not in str(e.value)
+        return str(e.value)
+
+    where = str(tmp_path)
+    assert error("b.tsv", "english\tspanish\nHello.\tHola.\n") == (
+        f"dataset '{where}/b.tsv' has no column 'en' (columns: english, spanish): set --data.source_column or write a header row")
+    assert error("b.tsv", "en\tes\nHello.\tHola.\tHi.\n") == f"{where}/b.tsv line 2 has 3 tab-separated fields but the header has 2"
+    assert error("b.csv", "en\n" + "x" * 200_000).startswith(f"{where}/b.csv is not a valid CSV file: field larger than")
+    assert error("b.csv", "en\nHello.,Hola.\n") == f"{where}/b.csv line 2 has 2 fields but the header has 1"
+    assert error("b.jsonl", '{"en": "Hello."}\n{"en": \n') == f"{where}/b.jsonl line 2 is not valid JSON: Expecting value"
+    assert error("b.jsonl", '{"en": "Hello."}\n["Hi."]\n') == f"{where}/b.jsonl line 2 is not a JSON object: write one object per line"
+    assert error("b.json", '["Hello."]').endswith("b.json holds no list of objects: write one object per line (JSON lines) or a list of objects")
+    assert "no column 'en' (columns: es, n)" in error("b.jsonl", '{"es": "Hola.", "n": 1}\n')
+    assert error("b.tsv", "en\nHell\xf6\n".encode("latin-1")) == f"{where}/b.tsv is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)"

@@ -4,10 +4,7 @@ regression targets. Held-out splits are drawn from ``split_seed``; batches are p
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import json
 import math
 import random
 import re
@@ -28,18 +25,20 @@ from .loading import ArrowRows, PadCollator, mix_seed
 from .sources import (
     SPLIT_ALIASES,
     SPLITS,
+    TABLE_FILES,
     HubSpec,
+    file_kind,
     is_saved_dataset,
     load_splits,
-    load_table_file,
+    read_records,
     require_columns,
     require_train,
+    text_lines,
 )
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
 PROBLEM_TYPES = ("single_label", "multi_label", "regression")
-FILE_KINDS = ("csv", "tsv", "json", "jsonl", "parquet", "arrow")
 STREAM_TOKENIZER_ROWS = 100_000  # the head of a training stream that a vocabulary is trained on
 _OVERSTRIKE = re.compile(r"[^\x08]\x08")
 _SEPARATOR = re.compile(r"^%[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
@@ -110,65 +109,21 @@ class RawSplit:
                         pick(self.ids))
 
 
-def _table_kind(path: Path) -> str:
-    """``csv``, ``tsv``, ``json``, ``jsonl``, ``parquet``, ``arrow``, ``txt`` ... from the name (``.gz`` allowed)."""
-    return Path(path.name.lower().removesuffix(".gz")).suffix.lstrip(".")
-
-
-def _open_text(path: Path) -> str:
-    """A UTF-8 text file (``.gz``: decompressed)."""
-    try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:  # type: ignore[operator]
-            return f.read().decode("utf-8-sig")
-    except OSError as e:
-        raise UserError(f"could not read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
-
-
-def read_table(path: str | Path, cache_dir: Path | None = None) -> Any:
-    """A ``.csv`` / ``.tsv`` (unquoted, as GLUE; values as strings), ``.json`` / ``.jsonl`` (lines, a list or columns),
-    ``.parquet`` or ``.arrow`` file (``.gz``: decompressed) as a ``datasets.Dataset``; unreadable: one line."""
-    import datasets
-    import pandas as pd
-
+def read_table(path: str | Path, cache_dir: Path | None = None) -> dict[str, list[Any]]:
+    """The columns of a table file (see :func:`~tfm.data.sources.read_records`: a CSV or TSV's values as strings,
+    JSON's as they are); unreadable: one line."""
     path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"data file {path} does not exist: pass a CSV, TSV, JSON or JSON-lines file")
-    if (kind := _table_kind(path)) not in FILE_KINDS:
+    if file_kind(path) not in TABLE_FILES:
         raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .csv, .tsv, .json, .jsonl, "
                         ".parquet or .arrow")
-    if kind in ("parquet", "arrow"):
-        return load_table_file(path, {}, cache_dir)
-    cache = {"cache_dir": str(cache_dir)} if cache_dir else {}
-    try:
-        if kind in ("csv", "tsv"):
-            options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if kind == "tsv" else {}
-            header = pd.read_csv(path, nrows=0, **options).columns  # type: ignore[call-overload]
-            strings = datasets.Features({c: datasets.Value("string") for c in header})
-            return datasets.Dataset.from_csv(str(path), features=strings, keep_default_na=False, **options, **cache)
-        ds = datasets.Dataset.from_json(str(path), **cache)
-    except Exception as e:  # noqa: BLE001  (pandas / pyarrow parse errors, as datasets wraps them)
-        cause: BaseException = e
-        while cause.__cause__ is not None or cause.__context__ is not None:
-            cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-        if isinstance(cause, UnicodeDecodeError):
-            raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
-        if "corresponds to no data" in str(cause):
-            raise UserError(f"{path} has no rows") from None
-        for n, line in enumerate(_open_text(path).splitlines() if kind in ("json", "jsonl") else [], 1):
-            try:
-                json.loads(line.strip() or "null")
-            except json.JSONDecodeError as bad:  # read as JSON lines: name the line
-                raise UserError(f"{path} line {n} is not valid JSON: {bad.msg}") from None
-        first = (str(cause) or type(cause).__name__).splitlines()[0]
-        raise UserError(f"{path} is not a valid {kind.upper()} file: {first}") from None
-    if len(ds) == 1 and all(isinstance(f, datasets.List) for f in ds.features.values()):  # one JSON object of columns
-        columns = ds[0]
-        rows = next(iter(columns.values()))
-        one_list = len(columns) == 1 and rows and isinstance(rows[0], dict)
-        ds = datasets.Dataset.from_list(rows) if one_list else datasets.Dataset.from_dict(columns)
-    return ds
+    if not (rows := [record for *_, record in read_records(path, {}, cache_dir)]):
+        raise UserError(f"{path} has no rows")
+    return _columns(rows)
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows (of a file or a stream) as columns: each key's values (None where a row lacks it)."""
+    return {c: [row.get(c) for row in rows] for c in dict.fromkeys(k for row in rows for k in row)}
 
 
 def _missing(v: Any) -> bool:
@@ -192,17 +147,18 @@ def _class_name(v: Any, names: list[str]) -> Any:
 def read_split(ds: Any, where: str, text_column: str, pair_column: str | None, label_column: str | None,
                names: list[str] | None = None) -> RawSplit:
     """Texts, pairs, label values (``label_column=None``: unlabelled) and ids (an ``id`` column) of a
-    ``datasets.Dataset`` (``names``: a ClassLabel's, for its ids). A missing column or an empty text is one line."""
-    needed = {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"}
-    require_columns(ds.column_names, needed, where)
-    if not len(ds):
+    ``datasets.Dataset`` or columns (``names``: a ClassLabel's, for its ids). A missing column or an empty text is one
+    line."""
+    have = list(getattr(ds, "column_names", ds))
+    require_columns(have, {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"},
+                    where)
+    if not len(texts := _texts(ds[text_column], where, text_column)):
         raise UserError(f"{where} has no rows")
     labels = None if label_column is None else ds[label_column]
     if names is not None and labels is not None:
         labels = [_class_name(v, names) for v in labels]
     pairs = None if pair_column is None else _texts(ds[pair_column], where, pair_column)
-    ids = [str(i) for i in ds["id"]] if "id" in ds.column_names else None
-    return RawSplit(_texts(ds[text_column], where, text_column), pairs, labels, where, ids=ids)
+    return RawSplit(texts, pairs, labels, where, ids=[str(i) for i in ds["id"]] if "id" in have else None)
 
 
 def label_info(feature: Any) -> dict[str, Any]:
@@ -222,11 +178,11 @@ def read_predict_file(path: str | Path, text_column: str, pair_column: str | Non
     """Texts to predict: a text file of one text a line (a pair: two texts separated by a tab; blank lines skipped; ids:
     line numbers) or a table with the text column(s) (ids: its ``id`` column, else row numbers)."""
     path = Path(path).expanduser()
-    if _table_kind(path) in FILE_KINDS:
+    if file_kind(path) in TABLE_FILES:
         split = read_split(read_table(path, cache_dir), str(path), text_column, pair_column, None)
         split.ids = split.ids or [str(r) for r in split.rows]
         return split
-    lines = [(n, line) for n, line in enumerate(_open_text(path).splitlines(), 1) if line.strip()]
+    lines = [(n, line) for n, line in text_lines(path) if line.strip()]
     if not lines:
         raise UserError(f"--data.predict_file {path} holds no text")
     rows, texts, pairs = [n for n, _ in lines], [line for _, line in lines], None
@@ -242,7 +198,7 @@ def read_predict_file(path: str | Path, text_column: str, pair_column: str | Non
 
 def _split_files(folder: Path) -> dict[str, Path | None]:
     """``train``/``validation``/``test`` files of a folder (``dev`` and ``val`` name validation)."""
-    names = {s: [f"{n}.{k}{gz}" for n in aliases for k in FILE_KINDS for gz in ("", ".gz")]
+    names = {s: [f"{n}.{k}{gz}" for n in aliases for k in TABLE_FILES for gz in ("", ".gz")]
              for s, aliases in SPLIT_ALIASES.items()}
     return {s: next((folder / f for f in files if (folder / f).is_file()), None) for s, files in names.items()}
 
@@ -490,7 +446,7 @@ class TextClassificationDataModule(TextDataModule):
             self._info = label_info((ds["train"].features or {}).get(self.label_column))
             whole = {s: ds[s] for s in (SPLITS[1:] if self.streaming else SPLITS) if s in ds}
             if self.streaming:  # validation and test are read whole
-                whole = {s: _dataset(list(d), d.features) for s, d in whole.items()}
+                whole = {s: _columns(list(d)) for s, d in whole.items()}
             names = self._info.get("names")
             return {s: read_split(d, f"{self.source} [{s}]", *columns, names) for s, d in whole.items()}
         if self._kind == "files":
@@ -605,7 +561,7 @@ class TextClassificationDataModule(TextDataModule):
         if self.streaming:
             rows = list(islice(self._streams()["train"], STREAM_TOKENIZER_ROWS))
             where = f"{self.source} [train, first {len(rows)} rows]"
-            train = read_split(_dataset(rows), where, self.text_column, self.text_pair_column, None)
+            train = read_split(_columns(rows), where, self.text_column, self.text_pair_column, None)
         else:
             train = self.raw_splits["train"]
         texts = [*train.texts, *(train.pairs or [])]
@@ -692,7 +648,7 @@ class TextClassificationDataModule(TextDataModule):
 
     def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
         """A block of streamed rows as shuffled, collated training batches of ``batch_size``."""
-        block = read_split(_dataset(rows), f"{self.source} [train stream block]", self.text_column,
+        block = read_split(_columns(rows), f"{self.source} [train stream block]", self.text_column,
                            self.text_pair_column, self.label_column, self._info.get("names"))
         labels = self._label_array(block, "train")
         encoded = encode_texts({"text": block.texts, **({"pair": block.pairs} if block.pairs else {})}, self.encoder)
@@ -716,9 +672,3 @@ class TextClassificationDataModule(TextDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader(self.predict_set, self.collator, collate=True)
 
-
-def _dataset(rows: list[dict[str, Any]], features: Any = None) -> Any:
-    """Rows (of a stream) as a ``datasets.Dataset``."""
-    import datasets
-
-    return datasets.Dataset.from_list(rows, features=features)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from ..metrics import SQuADv2, squad_v1_metrics, squad_v2_metrics
 from .loading import PadCollator
-from .sources import SPLITS, HubSpec, build_cached, load_splits, require_columns
+from .sources import SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
 from .synthetic.brown_qa import GENERATED_FORMAT, generate_brown_qa
 from .text import BROWN
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
@@ -103,21 +103,13 @@ def read_squad_file(path: str | Path) -> list[QAExample]:
     if not path.is_file():
         raise UserError(f"QA file {path} does not exist: pass a SQuAD JSON file (train-v1.1.json, dev-v2.0.json, ...) "
                         "or JSON lines of {id, question, context}")
-    text = path.read_text(encoding="utf-8")
     if path.suffix != ".jsonl":
         try:
-            return squad_examples(json.loads(text), str(path))
+            return squad_examples(json.loads(path.read_text(encoding="utf-8")), str(path))
         except json.JSONDecodeError as e:
             if "Extra data" not in str(e):  # several JSON values: JSON lines
                 raise UserError(f"{path} is not valid JSON ({e}): {_FILE_HINT}") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path} line {n} is not JSON ({e}): {_FILE_HINT}") from None
-    return [_example(row, str(path)) for row in rows]
+    return [_example(row, str(path)) for *_, row in json_lines(path)]
 
 
 def check_examples(examples: Sequence[QAExample], origin: str, unanswerable: bool, labelled: bool = True) -> None:

@@ -13,12 +13,16 @@ Split names are made canonical (``train``, ``validation``, ``test``; ``dev``, ``
 
 from __future__ import annotations
 
+import csv
+import gzip
+import json
 import os
 import shutil
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from ..errors import UserError
 
@@ -131,7 +135,8 @@ def require_columns(columns: Iterable[str], needed: dict[str, str | None], label
     for column, option in needed.items():
         if column is not None and column not in have:
             hint = f": set --data.{option}" if option else ""
-            raise UserError(f"dataset {label!r} has no column {column!r}{where} (columns: {', '.join(have)}){hint}")
+            raise UserError(f"dataset {label!r} has no column {column!r}{where} (columns: {', '.join(have) or 'none'})"
+                            f"{hint}")
 
 
 def _offline() -> bool:
@@ -235,6 +240,7 @@ def write_records(records: Iterable[dict[str, Any]], path: Path, features: Any, 
 
 
 TABLE_SUFFIXES = (".parquet", ".arrow")
+TABLE_FILES = ("csv", "tsv", "json", "jsonl", "parquet", "arrow")
 
 
 def is_table_file(path: str | Path) -> bool:
@@ -258,3 +264,103 @@ def load_table_file(path: Path, needed: dict[str, str | None], cache_dir: Path |
                         "to_parquet or datasets") from None
     require_columns(ds.column_names, needed, str(path))
     return ds
+
+
+def file_kind(path: str | Path) -> str:
+    """A file's type by its name's suffix (``tsv``, ``jsonl``, ...; a ``.gz`` passed over)."""
+    return Path(Path(path).name.lower().removesuffix(".gz")).suffix.lstrip(".")
+
+
+def text_lines(path: Path, ends: bool = False) -> Iterator[tuple[int, str]]:
+    """``(number, line)`` of a UTF-8 text file (``.gz`` decompressed), one at a time."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
+            for n, line in enumerate(f, 1):
+                yield n, line if ends else line.rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
+    except OSError as e:
+        raise UserError(f"could not read {path}: {e.strerror or e}") from None
+
+
+def json_lines(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``("line", number, object)`` of a JSON-lines file (blank lines passed over); a bad line: one line naming it."""
+    for n, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path} line {n} is not valid JSON: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise UserError(f"{path} line {n} is not a JSON object: write one object per line")
+        yield "line", n, obj
+
+
+def read_records(path: Path, columns: dict[str, str | None], cache_dir: Path | None = None,
+                 kind: str | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """``(unit, number, record)`` of a table file (of :data:`TABLE_FILES` by its suffix, else ``kind``; ``.gz``
+    decompressed), one at a time: a TSV (a header row, no quoting) or CSV (values as strings), JSON lines, a JSON
+    list of objects (or an object of columns), a Parquet or Arrow file (see :func:`load_table_file`); a
+    ``translation`` object's keys are columns too (Hugging Face's format). Checked: the ``columns`` first (see
+    :func:`require_columns`), then each line as it is read (a mistake: one line naming it)."""
+    kind = file_kind(path) if file_kind(path) in TABLE_FILES else kind
+    if kind in ("parquet", "arrow"):
+        yield from (("row", n, row) for n, row in enumerate(dataset_rows(load_table_file(path, columns, cache_dir)), 1))
+    elif kind in ("tsv", "csv"):
+        lines = text_lines(path, ends=kind == "csv")
+        reader = csv.reader(line for _, line in lines)
+        rows = ((n, line.split("\t")) for n, line in lines) if kind == "tsv" else ((reader.line_num, r) for r in reader)
+        try:
+            header = next(rows, (1, []))[1]
+            require_columns(header, {c: f"{o} or write a header row" for c, o in columns.items()}, str(path))
+            for n, values in rows:
+                if not "".join(values).strip():
+                    continue
+                if len(values) != len(header):
+                    raise UserError(f"{path} line {n} has {len(values)} {'tab-separated ' * (kind == 'tsv')}fields "
+                                    f"but the header has {len(header)}")
+                yield "line", n, dict(zip(header, values))
+        except csv.Error as e:
+            raise UserError(f"{path} is not a valid CSV file: {e}") from None
+    else:
+        for i, (unit, n, record) in enumerate(_json_records(path, kind)):
+            record = flat(record)
+            if not i:
+                require_columns(record, columns, str(path))
+            yield unit, n, record
+
+
+def dataset_rows(ds: Any) -> Iterator[dict[str, Any]]:
+    """A ``datasets.Dataset``'s rows, read 10,000 at a time."""
+    for batch in ds.iter(batch_size=10_000):
+        yield from (dict(zip(batch, values)) for values in zip(*batch.values()))
+
+
+def flat(record: dict[str, Any]) -> dict[str, Any]:
+    """A record with the keys of its ``translation`` object as its own (Hugging Face's translation format)."""
+    return {**record, **inner} if isinstance(inner := record.get("translation"), dict) else record
+
+
+def _json_records(path: Path, kind: str | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """A JSON file's objects: a list, an object of columns (or of one list of objects), else JSON lines."""
+    try:
+        data = json.loads("".join(line for _, line in text_lines(path, ends=True))) if kind == "json" else None
+    except json.JSONDecodeError:
+        data = None  # JSON lines in a .json file
+    if isinstance(data, dict):
+        values = list(data.values())
+        if len(values) == 1 and isinstance(values[0], list) and all(isinstance(r, dict) for r in values[0]):
+            data = values[0]
+        elif values and all(isinstance(v, list) and len(v) == len(values[0]) for v in values):
+            data = [dict(zip(data, row)) for row in zip(*values)]
+        else:
+            data = [data]
+    if data is None:
+        yield from json_lines(path)
+    elif not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UserError(f"{path} holds no list of objects: write one object per line (JSON lines) or a list of "
+                        "objects")
+    else:
+        yield from (("row", n, r) for n, r in enumerate(data, 1))

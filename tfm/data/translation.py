@@ -6,10 +6,7 @@ of ~124 pairs, 4.1% padding). Texts are NFKC-normalised and stripped. The source
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
-import json
 import math
 import random
 import unicodedata
@@ -30,15 +27,20 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
 from .sources import (
+    TABLE_FILES,
     HubSpec,
     build_cached,
     check_num_proc,
+    dataset_rows,
+    file_kind,
+    flat,
     load_shards,
     load_splits,
-    load_table_file,
     preparation_processes,
     quiet_fork,
+    read_records,
     require_train,
+    text_lines,
     write_records,
 )
 from .text import remapped, sample_rows, text_bytes
@@ -56,7 +58,6 @@ BIBLE = Path(__file__).resolve().parents[2] / "data" / "bible_en_es" / "bible_en
 BIBLE_LANGS = ("en", "es")
 SPLITS = ("train", "validation", "test")
 FILE_SOURCES = ("tsv", "jsonl")
-PAIR_FILES = ("tsv", "jsonl", "json", "csv", "parquet", "arrow")
 
 
 def normalize_text(text: str) -> str:
@@ -67,24 +68,6 @@ def normalize_text(text: str) -> str:
 def _refuse(mistake: object, message: str) -> None:
     if mistake:
         raise UserError(message)
-
-
-def _kind(path: Path) -> str:
-    """The file type by its name's suffix (``tsv``, ``jsonl``, ...; a ``.gz`` passed over)."""
-    return Path(path.name.lower().removesuffix(".gz")).suffix.lstrip(".")
-
-
-def _lines(path: Path, ends: bool = False) -> Iterator[tuple[int, str]]:
-    """``(number, line)`` of a UTF-8 text file (``.gz`` decompressed), one at a time."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as f:  # type: ignore[operator]
-            for n, line in enumerate(f, 1):
-                yield n, line if ends else line.rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: save it as UTF-8 (CSV, TSV, JSON or JSON lines)") from None
-    except OSError as e:
-        raise UserError(f"could not read {path}: {e.strerror or e}") from None
 
 
 # --- the bundled Bible ----------------------------------------------------------------------------------------------
@@ -110,7 +93,7 @@ def _read_bible(path_str: str) -> tuple[Verse, ...]:
     path = Path(path_str)
     _refuse(not path.is_file(),
             f"the bundled Bible {path} is missing: restore data/bible_en_es/ or pass another --data.source")
-    lines = _lines(path)
+    lines = text_lines(path)
     header = next(lines, (1, ""))[1].split("\t")
     _refuse(header != ["book", "chapter", "verse", "en", "es"],
             f"{path} is not the bundled Bible: its header is {header}, not book chapter verse en es")
@@ -224,102 +207,17 @@ class Pairs:
         return Pairs(ds, self.where, self.key + "-src")
 
 
-def _fields(obj: dict[str, Any]) -> str:
-    """An object's keys, and ``key.lang`` for the keys of a nested dict (``translation, translation.en, ...``)."""
-    names = [[str(k), *([f"{k}.{lang}" for lang in v] if isinstance(v, dict) else [])] for k, v in obj.items()]
-    return ", ".join(chain.from_iterable(names)) or "none"
-
-
-def _field(obj: dict[str, Any], column: str) -> Any:
-    """``obj[column]``, or ``obj["translation"][column]`` (Hugging Face's translation format); else ``KeyError``."""
-    if column in obj:
-        return obj[column]
-    inner = obj.get("translation")
-    if isinstance(inner, dict) and column in inner:
-        return inner[column]
-    raise KeyError(column)
-
-
-def _rows(ds: Any, columns: list[str]) -> Iterator[dict[str, Any]]:
-    """A ``datasets.Dataset``'s rows (of ``columns``), read 10,000 at a time."""
-    for batch in ds.select_columns(columns).iter(batch_size=10_000):
-        yield from (dict(zip(columns, values)) for values in zip(*(batch[c] for c in columns)))
-
-
 def _pairs(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterator[tuple[int, str, str]]:
     """``(number, source, target)`` of the rows (of a dataset or stream) whose two texts are not empty."""
-    for n, row in enumerate(rows, 1):
-        a, b = (normalize_text(str(_field(row, c) or "")) for c in columns)
+    for n, row in enumerate(map(flat, rows), 1):
+        a, b = (normalize_text(str(row[c] or "")) for c in columns)
         if a and b:
             yield n, a, b
 
 
-def _check_columns(path: Path, wanted: list[str], have: Iterable[str], columns: str, options: dict[str, str]) -> None:
-    """Each wanted column is among those the file ``have``s; else one line naming the ``columns`` there are."""
-    have = set(have)
-    for c in wanted:
-        _refuse(c not in have, f"{path} has no column {c!r} (columns: {columns or 'none'}): set {options[c]}")
-
-
-def _records(path: Path, kind: str, wanted: list[str], folder: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """``(unit, number, record)`` of a pairs file, checked: its columns first (one line naming the columns there
-    are), then each line as it is read."""
-    options = dict(zip(wanted, ("--data.source_column", "--data.target_column")))
-    if kind in ("parquet", "arrow"):
-        ds = load_table_file(path, {c: o.removeprefix("--data.") for c, o in options.items()}, folder / "datasets")
-        yield from (("row", n, row) for n, row in enumerate(_rows(ds, wanted), 1))
-    elif kind == "txt":  # sentences to translate, one a line
-        yield from (("line", n, {wanted[0]: line}) for n, line in _lines(path) if normalize_text(line))
-    elif kind == "tsv":
-        lines = _lines(path)
-        header = next(lines, (1, ""))[1].split("\t")
-        _check_columns(path, wanted, header, ", ".join(h for h in header if h),
-                       {c: f"{o} or write a header row" for c, o in options.items()})
-        for n, line in lines:
-            if not line.strip():
-                continue
-            values = line.split("\t")
-            if len(values) != len(header):
-                raise UserError(f"{path} line {n} has {len(values)} tab-separated fields but the header has "
-                                f"{len(header)}")
-            yield "line", n, dict(zip(header, values))
-    elif kind == "csv":
-        reader = csv.DictReader(line for _, line in _lines(path, ends=True))
-        try:
-            fields = reader.fieldnames or []
-            _check_columns(path, wanted, fields, ", ".join(fields), options)
-            yield from (("row", n, row) for n, row in enumerate(reader, 1))
-        except csv.Error as e:
-            raise UserError(f"{path} is not a valid CSV file: {e}") from None
-    else:
-        data = None
-        if kind == "json":
-            try:
-                data = json.loads("".join(line for _, line in _lines(path, ends=True)))
-            except json.JSONDecodeError:
-                data = None  # JSON lines in a .json file
-            _refuse(data is not None and (not isinstance(data, list) or not all(isinstance(r, dict) for r in data)),
-                    f"{path} holds no list of objects: write one object per line (JSON lines) or a list of objects")
-        records = _json_lines(path) if data is None else (("row", n, r) for n, r in enumerate(data, 1))
-        for i, (unit, n, record) in enumerate(records):
-            if not i:
-                inner = record.get("translation")
-                have = [*record, *(inner if isinstance(inner, dict) else ())]
-                _check_columns(path, wanted, have, _fields(record), options)
-            yield unit, n, record
-
-
-def _json_lines(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    for n, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} line {n} is not valid JSON: {e.msg}") from None
-        if not isinstance(obj, dict):
-            raise UserError(f"{path} line {n} is not a JSON object: write one object per line")
-        yield "line", n, obj
+def _file_rows(path: Path, columns: dict[str, str], kind: str, cache_dir: Path) -> Iterator[dict[str, Any]]:
+    """A pairs file's records, as a ``datasets`` stream reads them."""
+    yield from (record for *_, record in read_records(path, columns, cache_dir, kind))
 
 
 def _text(value: Any, where: str, column: str) -> str:
@@ -330,20 +228,23 @@ def _text(value: Any, where: str, column: str) -> str:
 
 
 def read_pair_file(path: str | Path, columns: list[str], fmt: str, folder: Path) -> Pairs:
-    """The texts of ``columns`` (source and target, or the source alone) of a file (of :data:`PAIR_FILES` by its
-    suffix, else ``fmt``), read line by line into an Arrow file in ``folder``; a mistake names the file and line."""
+    """The texts of ``columns`` (source and target, or the source alone) of a table file (see
+    :func:`~tfm.data.sources.read_records`; ``fmt`` for other suffixes: ``txt`` is one sentence a line), read line by
+    line into an Arrow file in ``folder``; a mistake names the file and line."""
     path = Path(path).expanduser()
-    kind = _kind(path) if _kind(path) in PAIR_FILES else fmt
+    kind = file_kind(path) if file_kind(path) in TABLE_FILES else fmt
 
     def records() -> Iterator[dict[str, Any]]:
-        for unit, n, record in _records(path, kind, columns, folder):
+        if kind == "txt":  # sentences to translate, one a line
+            rows = (("line", n, {columns[0]: line}) for n, line in text_lines(path) if normalize_text(line))
+        else:
+            rows = read_records(path, dict(zip(columns, ("source_column", "target_column"))), folder / "datasets", kind)
+        for unit, n, record in rows:
             where = f"{path} {unit} {n}"
-            try:
-                row = {name: _text(_field(record, c), where, c) for name, c in zip(("src_text", "tgt_text"), columns)}
-            except KeyError as e:
-                raise UserError(f"{where} has no {e.args[0]!r} field (fields: {_fields(record)}): every line needs "
-                                "both texts") from None
-            yield {**row, "row": n}
+            if missing := [c for c in columns if c not in record]:
+                raise UserError(f"{where} has no {missing[0]!r} field (fields: {', '.join(record) or 'none'}): every "
+                                "line needs both texts")
+            yield {**{name: _text(record[c], where, c) for name, c in zip(("src_text", "tgt_text"), columns)}, "row": n}
 
     stat = path.stat()
     key = _digest([str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), kind, *columns])[:16]
@@ -372,7 +273,7 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
 
         def records(d: Any = d, split: str = split, columns: list[str] = columns) -> Iterator[dict[str, Any]]:
             kept = 0
-            for n, a, b in _pairs(_rows(d, columns), both):
+            for n, a, b in _pairs(dataset_rows(d.select_columns(columns)), both):
                 kept += 1
                 yield {"src_text": a, "tgt_text": b, "row": n}
             if kept < len(d):
@@ -751,7 +652,7 @@ class TranslationDataModule(ResumableDataModule):
         rows = self.predict_pairs.rows
         if len(translations) != len(rows):
             raise ValueError(f"{len(translations)} translations for {len(rows)} sentences")
-        if self.predict_file is None or _kind(Path(self.predict_file)) in PAIR_FILES:
+        if self.predict_file is None or file_kind(self.predict_file) in TABLE_FILES:
             return list(translations)
         lines = [""] * max(rows, default=0)
         for row, text in zip(rows, translations):
@@ -866,11 +767,10 @@ class TranslationDataModule(ResumableDataModule):
         if self.source.startswith("hf:"):
             streams = load_splits(self.source, streaming=True)
         else:
-            files = {split: str(Path(f).expanduser()) for split, f in self.files.items() if f is not None}
-            kind = _kind(Path(files["train"]))
-            builder = {"jsonl": "json"}.get(kind, kind) if kind in PAIR_FILES[1:] else "csv"
-            options = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if builder == "csv" and kind != "csv" else {}
-            streams = datasets.load_dataset(builder, data_files=files, streaming=True, **options)
+            read = {"columns": dict(zip(self.columns, ("source_column", "target_column"))), "kind": self.source,
+                    "cache_dir": self.folder / "datasets"}
+            streams = datasets.IterableDatasetDict({split: datasets.IterableDataset.from_generator(
+                _file_rows, gen_kwargs={"path": Path(f).expanduser(), **read}) for split, f in self.files.items() if f})
         require_train(streams, self.source if self.source.startswith("hf:") else str(self.files["train"]))
         _refuse("validation" not in streams, f"--data.streaming needs a validation split, and {self.source} has none "
                                              f"(it has {', '.join(streams)}): pass --data.validation_file or a "
