@@ -338,9 +338,10 @@ def encode_pairs(pairs: Pairs, src_tok: Tokenizer, tgt_tok: Tokenizer, folder: P
         tmp.mkdir(parents=True)
         processes = preparation_processes(num_proc, len(pairs))
         with quiet_fork(processes):
-            pairs.ds.map(_encode_pairs, batched=True, batch_size=1000, num_proc=processes, features=features,
-                         fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok}, cache_file_name=str(tmp / "pairs.arrow"),
-                         new_fingerprint=f"encoded-{key}", desc="Tokenizing pairs")
+            # batches of 10,000 rows: a tenth of the record batches to index when the table is mapped
+            pairs.ds.map(_encode_pairs, batched=True, batch_size=1000, writer_batch_size=10_000, num_proc=processes,
+                         features=features, fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok}, desc="Tokenizing pairs",
+                         cache_file_name=str(tmp / "pairs.arrow"), new_fingerprint=f"encoded-{key}")
 
     return load_shards(build_cached(folder / f"encoded-{key}", build), "pairs")
 
