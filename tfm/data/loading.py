@@ -1,18 +1,9 @@
 """Data loading that resumes exactly: the common base of every tfm DataModule.
 
-A run killed at any step and resumed from its checkpoint sees the same batches, in the same
-order, with the same augmentations, as a run never interrupted:
-
-* :class:`ResumableSampler` draws each epoch's order from ``(seed, epoch)`` alone and can start
-  an epoch part-way through;
-* :class:`SeededTransform` draws each batch's augmentation (or masking) from ``(seed, epoch,
-  first index)``, not from the global RNG, so prefetching, worker count and restarts cannot
-  shift it; evaluation batches get the same draw every epoch;
-* :class:`TokenBatchSampler` does the same for batches packed by token count (translation):
-  each epoch's batches depend only on ``(seed, epoch)``, every epoch has the same number of them;
-* :class:`ResumableDataModule` writes the position (epoch, batches done) into the checkpoint and
-  reads it back; the DataLoader gets its own generator, so creating an iterator draws nothing
-  from the global RNG (which the task saves and restores for dropout).
+A run resumed from its checkpoint sees the batches, order and augmentations of a run never interrupted: the
+samplers draw each epoch from ``(seed, epoch)`` and can start it part-way; :class:`SeededTransform` draws each
+batch's randomness from ``(seed, epoch, first index)``, not the global RNG; :class:`ResumableDataModule` checkpoints
+the position, and its loaders get their own generator (creating an iterator draws nothing from the global RNG).
 """
 
 from __future__ import annotations
@@ -47,109 +38,91 @@ def mix_seed(*parts: int) -> int:
 
 @contextmanager
 def seeded_torch(seed: int) -> Iterator[None]:
-    """torch's CPU generator seeded with ``seed`` inside, restored after (``torch.manual_seed``
-    would also queue a CUDA seed, a stack trace each time)."""
+    """torch's CPU generator seeded with ``seed`` inside, restored after (no CUDA seeding)."""
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         yield
 
 
-class ResumableSampler(Sampler[int]):
-    """Shuffled (or sequential) indices for one epoch, sharded over DDP ranks.
+class _EpochSampler(Sampler):
+    """What both samplers share: the epoch, the DDP shard, and a resume's skip of ``skip_batches`` batches (of
+    ``per_batch`` units) of ``resume_epoch``, once. Yields ``epoch * n + i`` for :class:`SeededTransform`."""
 
-    The order depends only on ``(seed, epoch)``; ``skip`` batches' worth of indices can be
-    skipped at the start of the epoch being resumed. Each yielded index is ``epoch * n + i`` so
-    that :class:`SeededTransform` knows the epoch; the DataModule's dataset decodes it. With
-    ``per_epoch=False`` (evaluation) every epoch counts as epoch 0: the same indices, the same
-    seeded transforms, and the shards are not padded with repeats (they differ by one index at
-    most), so a metric over several ranks is the metric of one process.
-    """
+    per_replica: int
+    per_batch = 1  # not ``batch_size``: Lightning would rebuild a batch sampler that has one
 
-    def __init__(
-        self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-        drop_last: bool = False, per_epoch: bool = True
-    ) -> None:
+    def __init__(self, n: int, shuffle: bool, seed: int, num_replicas: int, rank: int, drop_last: bool,
+                 per_epoch: bool) -> None:
         self.n, self.shuffle, self.seed, self.per_epoch = n, shuffle, seed, per_epoch
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
-        self.epoch = 0
-        self.skip_samples = 0  # per replica, applied once to ``resume_epoch``
+        self.epoch, self.skip_batches = 0, 0
         self.resume_epoch: int | None = None
-        self.uneven = not per_epoch and n >= num_replicas  # evaluation: shards without repeats
-        if drop_last and n % num_replicas:
-            self.per_replica = n // num_replicas
-        elif self.uneven:
-            self.per_replica = len(range(rank, n, num_replicas))
-        else:
-            self.per_replica = -(-n // num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         if self.per_epoch:
             self.epoch = epoch
 
-    def order(self, epoch: int) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-            idx = torch.randperm(self.n, generator=g).tolist()
-        else:
-            idx = list(range(self.n))
-        if self.uneven:
-            return idx[self.rank :: self.num_replicas]
-        total = self.per_replica * self.num_replicas
-        idx = idx[:total] if len(idx) >= total else idx + idx[: total - len(idx)]
-        return idx[self.rank : total : self.num_replicas]
-
-    def __iter__(self) -> Iterator[int]:
-        # a generator, as TokenBatchSampler's: the epoch's order is drawn at the first ``next``
-        idx = self.order(self.epoch)
-        if self.resume_epoch == self.epoch and self.skip_samples:
-            idx = idx[self.skip_samples :]
-        self.resume_epoch, self.skip_samples = None, 0
-        base = self.epoch * self.n
-        yield from (base + i for i in idx)
-
     def __len__(self) -> int:
         return self.per_replica
 
+    def shard(self, units: list) -> list:
+        """This rank's share of ``units``: every ``num_replicas``-th, the list cut or padded by repeats first."""
+        total = self.per_replica * self.num_replicas
+        units = units[:total] if len(units) >= total else units + units[: total - len(units)]
+        return units[self.rank : total : self.num_replicas]
 
-class TokenBatchSampler(Sampler[list[int]]):
+    def units(self, epoch: int) -> list:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Any]:
+        # a generator: the epoch is drawn at the first ``next``, not at ``iter``. A DataLoader calls ``iter`` when it
+        # makes its iterator, and Lightning, resuming from an epoch's last step, makes it before ``set_epoch``
+        units = self.units(self.epoch)
+        if self.resume_epoch == self.epoch:
+            units = units[self.skip_batches * self.per_batch :]
+        self.resume_epoch, self.skip_batches = None, 0
+        base = self.epoch * self.n
+        for u in units:
+            yield base + u if isinstance(u, int) else [base + i for i in u]
+
+
+class ResumableSampler(_EpochSampler):
+    """Shuffled (or sequential) indices for one epoch, sharded over DDP ranks; the order depends only on
+    ``(seed, epoch)``. With ``per_epoch=False`` (evaluation) every epoch is epoch 0, and the shards are not padded
+    with repeats (they differ by one index at most), so a metric over several ranks is that of one process."""
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 drop_last: bool = False, per_epoch: bool = True, per_batch: int = 1) -> None:
+        super().__init__(n, shuffle, seed, num_replicas, rank, drop_last, per_epoch)
+        self.per_batch = per_batch  # indices per skipped batch
+        self.uneven = not per_epoch and n >= num_replicas  # evaluation: shards without repeats
+        self.per_replica = (n // num_replicas if drop_last else len(range(rank, n, num_replicas)) if self.uneven
+                            else -(-n // num_replicas))
+
+    def units(self, epoch: int) -> list[int]:
+        """This rank's indices of ``epoch``, ``0..n-1``."""
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        idx = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+        return idx[self.rank :: self.num_replicas] if self.uneven else self.shard(idx)
+
+
+class TokenBatchSampler(_EpochSampler):
     """Batches packed by token count, one epoch at a time, sharded over DDP ranks, resumable.
 
-    ``lengths`` holds each item's length, ``(n,)``, or several, ``(n, k)`` (a translation pair's
-    source and target lengths). A batch holds at most ``max_tokens`` tokens counted padded, on
-    every column: ``len(batch) * max(lengths in the batch) <= max_tokens`` (an item longer than
-    ``max_tokens`` makes a batch of one); ``max_batch_size`` optionally caps the item count.
-
-    The shape of the epoch is fixed once: items are grouped into length buckets (each length
-    divided by ``bucket_width``, on every column), the buckets sorted (by their longest column,
-    then column by column: neighbours are alike on every column), and the sorted slots packed
-    greedily as if each item had its bucket's longest lengths. With ``shuffle``, each epoch then
-    shuffles the items within each bucket (so batches have new members but the same lengths:
-    the count is the same every epoch, ``len()`` is exact, and no batch can exceed its budget)
-    and shuffles the batch order, from ``(seed, epoch)`` alone. Without it (evaluation) the
-    batches come in sorted order, ties by index.
-
-    Sharding: every rank computes the same global list and takes every ``num_replicas``-th batch;
-    ``drop_last`` drops the last few (at most ``num_replicas - 1``, different ones each epoch)
-    so the ranks get disjoint lists of equal length, else the list is padded by repeating its
-    first batches. ``skip_batches`` batches of ``resume_epoch`` are skipped once (resuming).
-
-    As :class:`ResumableSampler`, the indices yielded are ``epoch * n + i`` (``per_epoch=False``:
-    ``i``) for :class:`SeededTransform`. Lightning calls ``set_epoch`` on the loader's
-    ``batch_sampler.sampler``: that is this object.
+    ``lengths``: each item's length, ``(n,)``, or several, ``(n, k)`` (a pair's source and target). A batch holds
+    ``len(batch) * max(lengths in it) <= max_tokens`` on every column (a longer item is a batch of one), and at most
+    ``max_batch_size`` items. The epoch's shape is fixed once: items are bucketed by ``length // bucket_width`` (every
+    column), buckets sorted (longest column first, then column by column), and the slots packed greedily at their
+    bucket's longest lengths. ``shuffle`` then shuffles each bucket's items and the batch order from ``(seed, epoch)``
+    (so ``len()`` is exact every epoch); without it batches come sorted, ties by index. Ranks take every
+    ``num_replicas``-th batch of the global list, ``drop_last`` cuts it (at most ``num_replicas - 1`` batches), else
+    it is padded by repeats. Lightning's ``set_epoch`` reaches this object as ``batch_sampler.sampler``.
     """
 
     def __init__(
-        self,
-        lengths: Sequence[int] | Sequence[Sequence[int]] | np.ndarray,
-        max_tokens: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        drop_last: bool = False,
-        per_epoch: bool = True,
-        bucket_width: int = 1,
-        max_batch_size: int | None = None,
+        self, lengths: Sequence[int] | Sequence[Sequence[int]] | np.ndarray, max_tokens: int, shuffle: bool = True,
+        seed: int = 0, num_replicas: int = 1, rank: int = 0, drop_last: bool = False, per_epoch: bool = True,
+        bucket_width: int = 1, max_batch_size: int | None = None,
     ) -> None:
         lens = np.asarray(lengths, dtype=np.int64)
         if lens.ndim == 1:
@@ -158,42 +131,30 @@ class TokenBatchSampler(Sampler[list[int]]):
             raise ValueError(f"lengths must have shape (n,) or (n, k), not {lens.shape}")
         if max_tokens < 1 or bucket_width < 1 or (max_batch_size is not None and max_batch_size < 1):
             raise ValueError("max_tokens, bucket_width and max_batch_size must be at least 1")
-        self.lengths, self.n = lens, len(lens)
-        self.max_tokens, self.shuffle, self.seed, self.per_epoch = max_tokens, shuffle, seed, per_epoch
-        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        super().__init__(len(lens), shuffle, seed, num_replicas, rank, drop_last, per_epoch)
+        self.lengths, self.max_tokens = lens, max_tokens
         self.bucket_width, self.max_batch_size = bucket_width, max_batch_size
         self.sampler = self  # where Lightning looks for set_epoch
-        self.epoch = 0
-        self.skip_batches = 0  # per replica, applied once to ``resume_epoch``
-        self.resume_epoch: int | None = None
-        # buckets in sorted order and the fixed packing of their slots
         keys = lens // bucket_width
         keys = np.concatenate([keys.max(1, keepdims=True), keys], 1)  # sorted by the longest column first
-        if self.n:
-            base = int(keys.max()) + 1
-            if base ** keys.shape[1] < 2**62:  # one mixed-radix integer per row: a fast 1-D unique
-                flat = np.zeros(self.n, dtype=np.int64)
-                for column in keys.T:
-                    flat = flat * base + column
-                _, self.bucket = np.unique(flat, return_inverse=True)
-            else:
-                _, self.bucket = np.unique(keys, axis=0, return_inverse=True)
-            self.bucket = self.bucket.reshape(-1)
+        base = int(keys.max(initial=0)) + 1
+        if base ** keys.shape[1] < 2**62:  # one mixed-radix integer per row: a fast 1-D unique
+            flat = np.zeros(self.n, dtype=np.int64)
+            for column in keys.T:
+                flat = flat * base + column
+            self.bucket = np.unique(flat, return_inverse=True)[1].reshape(-1)
         else:
-            self.bucket = np.zeros(0, dtype=np.int64)
+            self.bucket = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
         self._sorted = np.lexsort((np.arange(self.n), self.bucket))  # order with ties by index
-        bucket_max = np.zeros((int(self.bucket.max()) + 1 if self.n else 0, lens.shape[1]), dtype=np.int64)
+        bucket_max = np.zeros((int(self.bucket.max(initial=-1)) + 1, lens.shape[1]), dtype=np.int64)
         np.maximum.at(bucket_max, self.bucket, lens)
-        self.bounds = self._pack(bucket_max[self.bucket[self._sorted]] if self.n else lens)
+        self.bounds = self._pack(bucket_max[self.bucket[self._sorted]])
         batches = len(self.bounds)
-        if drop_last and batches >= num_replicas:
-            self.per_replica = batches // num_replicas
-        else:
-            self.per_replica = -(-batches // num_replicas)
+        drop = drop_last and batches >= num_replicas
+        self.per_replica = batches // num_replicas if drop else -(-batches // num_replicas)
 
     def _pack(self, slot_lengths: np.ndarray) -> list[tuple[int, int]]:
-        """Greedy packing of slots (in order) into ``(start, end)`` ranges within the budget, a
-        run of equal slots (a bucket) at a time."""
+        """Greedy packing of the slots, in order, into ``(start, end)`` ranges within the budget, a bucket at a time."""
         n = len(slot_lengths)
         if not n:
             return []
@@ -219,10 +180,6 @@ class TokenBatchSampler(Sampler[list[int]]):
             bounds.append((start, start + count))
         return bounds
 
-    def set_epoch(self, epoch: int) -> None:
-        if self.per_epoch:
-            self.epoch = epoch
-
     def global_batches(self, epoch: int) -> list[list[int]]:
         """All the batches of ``epoch`` (item indices ``0..n-1``) in order, before sharding."""
         if self.shuffle:
@@ -234,26 +191,9 @@ class TokenBatchSampler(Sampler[list[int]]):
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch`` (item indices ``0..n-1``)."""
-        batches = self.global_batches(epoch)
-        total = self.per_replica * self.num_replicas
-        batches = batches[:total] if len(batches) >= total else batches + batches[: total - len(batches)]
-        return batches[self.rank : total : self.num_replicas]
+        return self.shard(self.global_batches(epoch))
 
-    def __iter__(self) -> Iterator[list[int]]:
-        # a generator: the epoch's batches are drawn at the first ``next``, not at ``iter``. A
-        # DataLoader calls ``iter`` on its batch sampler when it makes its iterator, and Lightning,
-        # resuming from a checkpoint of an epoch's last step, makes that iterator before it calls
-        # ``set_epoch`` for the new epoch: an eager ``__iter__`` would replay the old epoch
-        batches = self.batches(self.epoch)
-        if self.resume_epoch == self.epoch and self.skip_batches:
-            batches = batches[self.skip_batches :]
-        self.resume_epoch, self.skip_batches = None, 0
-        base = self.epoch * self.n
-        for b in batches:
-            yield [base + i for i in b]
-
-    def __len__(self) -> int:
-        return self.per_replica
+    units = batches
 
     def padding_fraction(self, epoch: int = 0) -> float:
         """The share of padding in the padded batches of ``epoch`` (all ranks, every column)."""
@@ -267,11 +207,9 @@ class TokenBatchSampler(Sampler[list[int]]):
 
 
 class ArrowRows(Dataset):
-    """The rows of a ``datasets.Dataset`` (without an indices mapping) read straight from its
-    Arrow table: item ``i`` is a dict of ``columns``, a list column as a numpy view, a number as a
-    numpy scalar, a string as a ``str``. Nothing is copied: a table loaded from disk stays memory-mapped, so the
-    DDP ranks and DataLoader workers of one node share its pages. Pickles as the dataset (a path
-    for one on disk) and maps the table again where it is unpickled."""
+    """The rows of a ``datasets.Dataset`` (without an indices mapping) read in place from its Arrow table: item ``i``
+    is a dict of ``columns`` (a list as a numpy view, a number as a numpy scalar, a string as ``str``). A table on
+    disk stays memory-mapped (ranks and workers share its pages); pickles as the dataset and maps it again."""
 
     def __init__(self, ds: Any, columns: Sequence[str] | None = None) -> None:
         self.ds, self.columns = ds, list(columns or ds.column_names)
@@ -310,12 +248,22 @@ class ArrowRows(Dataset):
         self.__init__(state["ds"], state["columns"])  # type: ignore[misc]
 
 
+
+def _view(chunk: Any) -> Any:
+    """An Arrow chunk as :class:`ArrowRows` reads it: ``(offsets, values)`` of a list, numpy numbers, strings as is."""
+    import pyarrow as pa
+
+    if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
+        return chunk.offsets.to_numpy(), chunk.values.to_numpy()
+    if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
+        return chunk
+    return chunk.to_numpy()
+
+
 class PadCollator:
-    """Pads samples (dicts) into a batch of int64 tensors: each column of ``pads`` (present in the
-    samples) padded with its value, ``attention_mask`` (1: a real token of ``input_ids``),
-    ``token_type_ids`` zeros when the samples have none, and ``stack``'s columns stacked as they
-    are (labels, positions, indices). A batch is as long as its longest sequence, rounded up to
-    ``pad_to_multiple_of`` but never beyond ``max_length``."""
+    """Pads samples (dicts) into a batch of int64 tensors: each column of ``pads`` present padded with its value,
+    ``attention_mask`` (1: a token of ``input_ids``), zero ``token_type_ids`` if absent, ``stack``'s columns stacked.
+    A batch is as long as its longest sequence, rounded up to ``pad_to_multiple_of`` but not beyond ``max_length``."""
 
     def __init__(self, pads: dict[str, int], stack: Sequence[str] = (), pad_to_multiple_of: int | None = 8,
                  max_length: int | None = None) -> None:
@@ -346,28 +294,11 @@ class PadCollator:
         return batch
 
 
-def _view(chunk: Any) -> Any:
-    """An Arrow chunk as read by :class:`ArrowRows`: ``(offsets, values)`` numpy views of a list
-    array, a numpy view of numbers, the array itself for strings."""
-    import pyarrow as pa
-
-    if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
-        return chunk.offsets.to_numpy(), chunk.values.to_numpy()
-    if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
-        return chunk
-    return chunk.to_numpy()
-
-
 class SeededTransform(Dataset):
-    """Wraps a dataset whose samples are ``(input, target)`` and applies ``transform`` with the
-    torch RNG seeded from ``(seed, epoch, first index)`` of each batch.
-
-    Index ``epoch * n + i`` reads item ``i``. The DataLoader fetches a whole batch at once
-    (``__getitems__``), in one worker, so a batch's augmentations depend only on the seed, the
-    epoch and the batch's indices: not on prefetching, the worker count or a restart.
-    ``batched``: ``transform`` takes the stacked inputs. ``collate``: ``transform`` takes the list
-    of samples (of any form) and returns the whole batch (the loader then has no ``collate_fn``).
-    """
+    """Applies ``transform`` to a dataset's ``(input, target)`` samples with torch's RNG seeded from ``(seed, epoch,
+    first index)`` of each batch (fetched whole by ``__getitems__``, in one worker): a batch's draws do not depend on
+    prefetching, the worker count or a restart. Index ``epoch * n + i`` reads item ``i``. ``batched``: ``transform``
+    takes the stacked inputs; ``collate``: it takes the list of samples and returns the batch."""
 
     def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False,
                  collate: bool = False) -> None:
@@ -400,18 +331,12 @@ STREAM_POSITION = "_stream_position"
 
 
 class ResumableStream(IterableDataset):
-    """Training batches from a ``datasets.IterableDataset`` (streamed: nothing downloaded ahead)
-    that a run resumes exactly, at the batch it stopped after.
+    """Training batches from a ``datasets.IterableDataset`` (streamed) that a run resumes exactly.
 
-    The stream (this rank's part, ``split_dataset_by_node``) is read in blocks of ``block_size``
-    rows; ``make_batches(rows, rng)`` turns a block into collated batches, its randomness (the
-    shuffle of the block, masking) drawn from ``rng``, seeded by ``(seed, epoch, block)``: a
-    seeded shuffle buffer whose content is a function of the stream's position alone. Every batch
-    carries its position (the stream's ``state_dict()`` at its block's start, the block and the
-    batch within it) under :data:`STREAM_POSITION`; the DataModule keeps the position of the last
-    batch trained on and writes it into checkpoints, and a resumed stream restarts from that
-    block's state and skips the batches done. Reads in the training process (no workers: a
-    worker's copy of the stream could not report where it is).
+    The stream is read in blocks of ``block_size`` rows; ``make_batches(rows, rng)`` turns a block into collated
+    batches with ``rng`` seeded by ``(seed, epoch, block)``. Every batch carries its position under
+    :data:`STREAM_POSITION` (the stream's ``state_dict()`` at its block's start, the block, the batches done); a
+    resumed stream restarts from that block and skips the batches done. Read in the training process (no workers).
     """
 
     def __init__(self, stream: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
@@ -441,10 +366,7 @@ class ResumableStream(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which stops at a batch
-    end with a checkpoint (:class:`~tfm.callbacks.StopSignals`); a worker that died of the signal
-    would end that process first ("DataLoader worker exited unexpectedly"). Workers still end
-    with the training process."""
+    """Workers leave Ctrl-C and SIGTERM to the training process, which stops at a batch end with a checkpoint."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -455,8 +377,8 @@ def _as_is(batch: Any) -> Any:
 
 
 class ResumableDataModule(pl.LightningDataModule):
-    """Base of tfm's DataModules: build the training loader with :meth:`train_loader` and the
-    evaluation loaders with :meth:`eval_loader`; the position in the epoch goes into checkpoints.
+    """Base of tfm's DataModules: loaders from :meth:`train_loader` and :meth:`eval_loader`; the position in the
+    epoch goes into checkpoints.
 
     Args:
         batch_size: training batch size per device.
@@ -469,106 +391,68 @@ class ResumableDataModule(pl.LightningDataModule):
     def __init__(self, batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
                  seed: int = 0) -> None:
         super().__init__()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.seed = seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.seed = num_workers, seed
         self._resume: dict[str, int] | None = None
-        self._train_sampler: ResumableSampler | TokenBatchSampler | None = None
         self._stream_resume: list[dict[str, Any]] | None = None  # each rank's position in a streamed training split
         self._stream_position: dict[str, Any] | None = None  # the position of the last batch trained on
         self._streamed = False
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
-        if trainer is None:
-            return 1, 0
-        return trainer.world_size, trainer.global_rank
+        return (1, 0) if trainer is None else (trainer.world_size, trainer.global_rank)
 
-    def _loader(self, dataset: SeededTransform, collate_fn: Callable | None, **sampling: Any) -> DataLoader:
-        """A DataLoader over ``dataset``; ``sampling``: ``sampler``, ``batch_size`` and ``drop_last``,
-        or a ``batch_sampler``."""
-        if dataset.collate and dataset.transform is not None:
-            collate_fn = _as_is
+    def _on_cuda(self) -> bool:
         trainer = getattr(self, "trainer", None)
-        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
+
+    def _loader(self, train: bool, dataset: Dataset, transform: Callable | None = None,
+                collate_fn: Callable | None = None, batched: bool = False, collate: bool = False,
+                batch_sampler: TokenBatchSampler | None = None) -> DataLoader:
+        if batch_sampler is not None:
+            sampler: _EpochSampler = batch_sampler
+            sampling: dict[str, Any] = {"batch_sampler": batch_sampler}
+        else:
+            replicas, rank = self._replicas()
+            n = len(dataset)  # type: ignore[arg-type]
+            drop_last = train and n > self.batch_size * replicas
+            sampler = ResumableSampler(n, shuffle=train, seed=self.seed, num_replicas=replicas,
+                                       rank=rank, drop_last=drop_last, per_epoch=train, per_batch=self.batch_size)
+            sampling = {"sampler": sampler, "batch_size": self.batch_size if train else self.eval_batch_size,
+                        "drop_last": drop_last}
+        if train and self._resume is not None:
+            # the epoch too, not only at Lightning's set_epoch: a loader with workers draws its first batches when
+            # its iterator is made, which on a restart comes before set_epoch
+            sampler.epoch = sampler.resume_epoch = self._resume["epoch"]
+            sampler.skip_batches = self._resume["batches"]
+            self._resume = None
+        data = SeededTransform(dataset, transform, self.seed, batched, collate)
+        trainer = getattr(self, "trainer", None)
         workers = self.num_workers
         if workers is None:
-            workers = auto_num_workers(on_cuda, trainer.num_devices if trainer else 1)
-        return DataLoader(
-            dataset,
-            collate_fn=collate_fn,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=on_cuda,  # page-locked batches copy to the GPU asynchronously
-            generator=torch.Generator().manual_seed(self.seed),
-            worker_init_fn=_ignore_stop_signals if workers > 0 else None,
-            **sampling,
-        )
+            workers = auto_num_workers(self._on_cuda(), trainer.num_devices if trainer else 1)
+        return DataLoader(data, collate_fn=_as_is if collate and transform is not None else collate_fn,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          worker_init_fn=_ignore_stop_signals if workers > 0 else None,
+                          generator=torch.Generator().manual_seed(self.seed),
+                          pin_memory=self._on_cuda(), **sampling)  # pinned: batches copy to the GPU asynchronously
 
-    def train_loader(
-        self,
-        dataset: Dataset,
-        transform: Callable | None = None,
-        collate_fn: Callable | None = None,
-        batched: bool = False,
-        collate: bool = False,
-        batch_sampler: TokenBatchSampler | None = None,
-    ) -> DataLoader:
-        """The training DataLoader: shuffled per epoch, seeded augmentation, resumable.
-        ``batched``: ``transform`` takes a stacked batch rather than one sample; ``collate``: it
-        takes the list of samples and returns the batch (seeded masking of a padded batch).
-        ``batch_sampler``: batches from it (built for this rank, see :meth:`_replicas`) rather
-        than of ``batch_size``; the checkpointed position skips its batches done."""
-        if batch_sampler is not None:
-            if self._resume is not None:
-                # the epoch too, not only at Lightning's set_epoch: a loader with workers draws its
-                # first batches when its iterator is made, which on a restart comes before set_epoch
-                batch_sampler.epoch = batch_sampler.resume_epoch = self._resume["epoch"]
-                batch_sampler.skip_batches = self._resume["batches"]
-                self._resume = None
-            self._train_sampler = batch_sampler
-            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
-                                batch_sampler=batch_sampler)
-        replicas, rank = self._replicas()
-        n = len(dataset)  # type: ignore[arg-type]
-        drop_last = n > self.batch_size * replicas
-        sampler = ResumableSampler(n, shuffle=True, seed=self.seed, num_replicas=replicas, rank=rank,
-                                   drop_last=drop_last)
-        if self._resume is not None:
-            sampler.epoch = sampler.resume_epoch = self._resume["epoch"]  # see above: before set_epoch
-            sampler.skip_samples = self._resume["batches"] * self.batch_size
-            self._resume = None
-        self._train_sampler = sampler
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
-                            sampler=sampler, batch_size=self.batch_size, drop_last=drop_last)
+    def train_loader(self, *args: Any, **kwargs: Any) -> DataLoader:
+        """The training DataLoader of ``(dataset, transform=None, collate_fn=None, batched=False, collate=False,
+        batch_sampler=None)``: shuffled per epoch, seeded transforms, resumable. ``batched``: ``transform`` takes the
+        stacked inputs; ``collate``: it takes the samples and returns the batch; ``batch_sampler``: its batches (built
+        for this rank) rather than ``batch_size``'s."""
+        return self._loader(True, *args, **kwargs)
 
-    def eval_loader(
-        self,
-        dataset: Dataset,
-        transform: Callable | None = None,
-        collate_fn: Callable | None = None,
-        batched: bool = False,
-        collate: bool = False,
-        batch_sampler: TokenBatchSampler | None = None,
-    ) -> DataLoader:
-        """An evaluation DataLoader: in order, sharded over DDP ranks; a random transform draws
-        the same every epoch (comparable validation losses). ``batch_sampler``: batches from it
-        (``shuffle=False, per_epoch=False``) rather than of ``eval_batch_size``."""
-        if batch_sampler is not None:
-            return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
-                                batch_sampler=batch_sampler)
-        replicas, rank = self._replicas()
-        sampler = ResumableSampler(len(dataset), shuffle=False, num_replicas=replicas, rank=rank,
-                                   per_epoch=False)  # type: ignore[arg-type]
-        return self._loader(SeededTransform(dataset, transform, self.seed, batched, collate), collate_fn,
-                            sampler=sampler, batch_size=self.eval_batch_size, drop_last=False)
+    def eval_loader(self, *args: Any, **kwargs: Any) -> DataLoader:
+        """An evaluation DataLoader (arguments of :meth:`train_loader`): in order, sharded over DDP ranks, a random
+        transform draws the same every epoch; a ``batch_sampler`` has ``shuffle=False, per_epoch=False``."""
+        return self._loader(False, *args, **kwargs)
 
     def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
                       block_size: int) -> DataLoader:
         """The training DataLoader of a ``datasets`` stream of ``rows``: this rank's part, read by a
-        :class:`ResumableStream` (its batches collated already), resumed at this rank's position in
-        the checkpoint."""
+        :class:`ResumableStream`, resumed at this rank's position in the checkpoint."""
         from datasets.distributed import split_dataset_by_node
 
         replicas, rank = self._replicas()
@@ -588,8 +472,7 @@ class ResumableDataModule(pl.LightningDataModule):
                                 "resume a streamed run with the same number of devices and nodes")
             stream.resume, self._stream_resume = self._stream_resume[rank], None
         self._streamed = True
-        on_cuda = trainer is not None and trainer.strategy.root_device.type == "cuda"
-        return DataLoader(stream, batch_size=None, num_workers=0, pin_memory=on_cuda)
+        return DataLoader(stream, batch_size=None, num_workers=0, pin_memory=self._on_cuda())
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and STREAM_POSITION in batch:
@@ -604,8 +487,8 @@ class ResumableDataModule(pl.LightningDataModule):
         """Every rank's stream position (gathered: each rank reads its own part of the stream)."""
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            positions: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(positions, self._stream_position)
+            positions: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(positions, self._stream_position)
             return positions
         return [self._stream_position]
 
@@ -619,9 +502,9 @@ class ResumableDataModule(pl.LightningDataModule):
         epochs = trainer.fit_loop.epoch_progress.current
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
-        # after fit, an epoch cut by max_steps is closed: a resume starts the next one. (While
-        # training, started == completed also holds in the epoch after a resume from an epoch's
-        # last step: Lightning then does not count that epoch as started.)
+        # after fit, an epoch cut by max_steps is closed: a resume starts the next one. (While training,
+        # started == completed also holds in the epoch after a resume from an epoch's last step: Lightning then
+        # does not count that epoch as started.)
         if trainer.state.status == TrainerStatus.FINISHED and epochs.started == epochs.completed:
             batches = 0
         elif epochs.processed > epochs.completed or batches >= trainer.num_training_batches:  # at its end hooks

@@ -1,17 +1,10 @@
-"""BERT pretraining data: sentence pairs built as google-research/bert's
-``create_pretraining_data.py`` builds them, dynamic masked-LM masking per batch, and the
-DataModule.
+"""BERT pretraining data: sentence pairs as google-research/bert's ``create_pretraining_data.py`` builds them,
+dynamic masked-LM masking per batch, and the DataModule.
 
-Preparation runs on Hugging Face ``datasets``, in ``--data.num_proc`` processes, into Arrow files
-on disk: the documents (:meth:`~tfm.data.text.TextSource.dataset`) are tokenised by one batched
-``Dataset.map``, then each split's documents are turned into instances by another. A document's
-instances are drawn from ``(seed, its index in the split)`` alone, and the random next segment
-from the split's whole document index, so the instances do not depend on the number of
-processes. The result is cached under a key of the tokenizer, the source and the settings;
-training reads the memory-mapped tables in place (:class:`~tfm.data.loading.ArrowRows`), so the
-ranks of one node share the page cache. Masking is drawn anew for every batch, from the seeded
-RNG of :class:`~tfm.data.loading.SeededTransform`, so a resumed run masks exactly as an
-uninterrupted one.
+Preparation is two batched ``Dataset.map`` over Arrow files (``--data.num_proc`` processes): documents tokenised,
+then each split's documents turned into instances, each document's drawn from ``(seed, its index)`` alone. The
+result is cached under a key of the tokenizer, source and settings and read memory-mapped; masking is drawn per batch
+from :class:`~tfm.data.loading.SeededTransform`'s seeded RNG, so a resumed run masks as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,76 +25,68 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import ArrowRows, PadCollator, mix_seed, seeded_torch
-from .sources import (HubSpec, build_cached, check_num_proc, is_table_file, load_shards, load_splits,
-                      preparation_processes, quiet_fork, require_train)
-from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
-from .tokenizers import (
-    CONTINUATION_PREFIX,
-    TextDataModule,
-    cache_root,
-    special_ids,
-    wordpiece_tokenizer,
+from .sources import (
+    SPLITS,
+    HubSpec,
+    build_cached,
+    check_num_proc,
+    is_table_file,
+    load_shards,
+    load_splits,
+    preparation_processes,
+    quiet_fork,
+    require_train,
 )
+from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
+from .tokenizers import CONTINUATION_PREFIX, TextDataModule, cache_root, special_ids, wordpiece_tokenizer
 
 Document = Sequence[list[int]]  # one token-id list per sentence
 Instance = tuple[list[int], list[int], bool]  # segment A, segment B, B is a random next
-SPLITS = ("train", "validation", "test")
 _CACHE_FORMAT = 2
 
 
 # --- instances, as google-research/bert create_pretraining_data.py ---------------------------------
 def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random) -> None:
-    """Shorten the longer segment, one token at a time from its front or back at random, until
-    the pair fits ``max_num_tokens``."""
+    """Shorten the longer segment, a token at a time from its front or back at random, to fit ``max_num_tokens``."""
     while len(tokens_a) + len(tokens_b) > max_num_tokens:
         trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        if rng.random() < 0.5:
-            del trunc[0]
-        else:
-            trunc.pop()
+        trunc.pop(0 if rng.random() < 0.5 else -1)
 
 
 def create_instances_from_document(
     documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
     rng: random.Random
 ) -> list[Instance]:
-    """The sentence pairs of ``documents[index]``: google's ``create_instances_from_document``
-    with ``nsp_prob`` for its 0.5 (the chance that B comes from another document)."""
+    """The sentence pairs of ``documents[index]``: google's function, ``nsp_prob`` for its 0.5 (B from elsewhere)."""
     document = documents[index]
     max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
-    target_seq_length = max_num_tokens
-    if rng.random() < short_seq_prob:
-        target_seq_length = rng.randint(2, max_num_tokens)
+    target_seq_length = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
     instances: list[Instance] = []
     chunk: list[list[int]] = []
-    length = 0
-    i = 0
+    length, i = 0, 0
     while i < len(document):
         chunk.append(document[i])
         length += len(document[i])
         if i == len(document) - 1 or length >= target_seq_length:
-            if chunk:
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                tokens_a = [t for segment in chunk[:a_end] for t in segment]
+            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+            tokens_a = [t for segment in chunk[:a_end] for t in segment]
+            is_random_next = len(chunk) == 1 or rng.random() < nsp_prob
+            if is_random_next:
                 tokens_b: list[int] = []
-                if len(chunk) == 1 or rng.random() < nsp_prob:
-                    is_random_next = True
-                    target_b_length = target_seq_length - len(tokens_a)
-                    for _ in range(10):  # another document, if there is one
-                        other = rng.randint(0, len(documents) - 1)
-                        if other != index:
-                            break
-                    random_document = documents[other]
-                    for segment in random_document[rng.randint(0, len(random_document) - 1) :]:
-                        tokens_b.extend(segment)
-                        if len(tokens_b) >= target_b_length:
-                            break
-                    i -= len(chunk) - a_end  # the unused segments go back for the next instance
-                else:
-                    is_random_next = False
-                    tokens_b = [t for segment in chunk[a_end:] for t in segment]
-                truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-                instances.append((tokens_a, tokens_b, is_random_next))
+                for _ in range(10):  # another document, if there is one
+                    other = rng.randint(0, len(documents) - 1)
+                    if other != index:
+                        break
+                random_document = documents[other]
+                for segment in random_document[rng.randint(0, len(random_document) - 1) :]:
+                    tokens_b.extend(segment)
+                    if len(tokens_b) >= target_seq_length - len(tokens_a):
+                        break
+                i -= len(chunk) - a_end  # the unused segments go back for the next instance
+            else:
+                tokens_b = [t for segment in chunk[a_end:] for t in segment]
+            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
+            instances.append((tokens_a, tokens_b, is_random_next))
             chunk, length = [], 0
         i += 1
     return instances
@@ -110,22 +96,16 @@ def document_instances(
     documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
     dupe_factor: int, seed: int
 ) -> list[Instance]:
-    """The instances of ``documents[index]``, ``dupe_factor`` times over, each time from a random
-    generator of ``(seed, time, index)`` alone."""
-    return [
-        inst
-        for dupe in range(dupe_factor)
-        for inst in create_instances_from_document(documents, index, max_seq_length, short_seq_prob, nsp_prob,
-                                                   random.Random(mix_seed(seed, dupe, index)))
-    ]
+    """The instances of ``documents[index]``, ``dupe_factor`` times over, each from ``(seed, time, index)``."""
+    return [inst for dupe in range(dupe_factor) for inst in create_instances_from_document(
+        documents, index, max_seq_length, short_seq_prob, nsp_prob, random.Random(mix_seed(seed, dupe, index)))]
 
 
 def create_instances(
     documents: Sequence[Document], max_seq_length: int = 128, short_seq_prob: float = 0.1, nsp_prob: float = 0.5,
     dupe_factor: int = 1, seed: int = 12345
 ) -> list[Instance]:
-    """All instances of ``documents`` (empty sentences and documents dropped), document by
-    document; deterministic for ``seed`` (the pipeline of the DataModule builds the same ones)."""
+    """All instances of ``documents`` (empty sentences and documents dropped), deterministic for ``seed``."""
     if max_seq_length < 5:
         raise UserError(f"max_seq_length {max_seq_length} is too short: [CLS] A [SEP] B [SEP] needs at least 5")
     docs = [d for d in ([s for s in doc if len(s)] for doc in documents) if d]
@@ -134,8 +114,7 @@ def create_instances(
 
 
 def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) -> dict[str, list]:
-    """``input_ids`` (``[CLS] A [SEP] B [SEP]``), ``token_type_ids`` and ``next_sentence_label``
-    (0: B follows A, 1: B is random, as Hugging Face's ``BertForPreTraining``)."""
+    """``input_ids`` (``[CLS] A [SEP] B [SEP]``), ``token_type_ids``, ``next_sentence_label`` (1: B is random)."""
     ids, types, labels = [], [], []
     for a, b, is_random in instances:
         ids.append([cls_id, *a, sep_id, *b, sep_id])
@@ -167,8 +146,7 @@ def _encode_documents(batch: dict[str, list], tok: Tokenizer) -> dict[str, list]
 
 
 class _TokenDocument(Sequence):
-    """One tokenised document, its sentences as lists of ids made on access (a slice is an
-    iterator: a random next segment reads only the sentences it takes)."""
+    """One tokenised document, its sentences as id lists made on access (a slice is an iterator)."""
 
     def __init__(self, ids: np.ndarray, ends: np.ndarray) -> None:
         self.ids, self.ends = ids, ends
@@ -202,24 +180,19 @@ def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocu
     return instance_columns(made, *cls_sep)
 
 
-def PretrainingInstances(ds: Any) -> ArrowRows:  # noqa: N802  (the reader of a split of instances)
-    """A split of instances read in place: item ``i`` is a dict of ``input_ids`` (int32),
-    ``token_type_ids`` (int8) and ``next_sentence_label``."""
+def PretrainingInstances(ds: Any) -> ArrowRows:
+    """A split of instances read in place: ``input_ids`` (int32), ``token_type_ids`` (int8), ``next_sentence_label``."""
     return ArrowRows(ds, ["input_ids", "token_type_ids", "next_sentence_label"])
 
 
 # --- dynamic masking --------------------------------------------------------------------------------
-class MaskedLMCollator:
-    """Pads a list of instances into a batch and masks it for the masked-LM loss.
+class MaskedLMCollator(PadCollator):
+    """Pads instances into a batch and masks it for the masked-LM loss, from torch's global RNG (seeded per batch).
 
-    Per sequence, ``round(mlm_probability * eligible)`` tokens (at least one) are chosen among
-    the non-special tokens; 80% of them become ``[MASK]``, 10% a random non-special token, 10%
-    stay. ``labels`` holds the original id where chosen, -100 elsewhere. With
-    ``whole_word_masking``, ``##`` pieces join the previous token into a word, words are chosen
-    whole, and the budget counts tokens (a word that would overshoot it is skipped), as in
-    google's ``create_masked_lm_predictions``. All randomness comes from torch's global RNG,
-    which :class:`~tfm.data.loading.SeededTransform` seeds per batch. A batch is padded to its
-    longest sequence, rounded up to ``pad_to_multiple_of`` but never beyond ``max_length``.
+    Per sequence, ``round(mlm_probability * eligible)`` non-special tokens (at least one) are chosen; 80% become
+    ``[MASK]``, 10% a random non-special token, 10% stay; ``labels`` is the original id there, -100 elsewhere. With
+    ``whole_word_masking``, ``##`` pieces join the token before into a word, words are chosen whole and a word that
+    would overshoot the token budget is skipped (google's ``create_masked_lm_predictions``).
     """
 
     def __init__(
@@ -231,23 +204,20 @@ class MaskedLMCollator:
         max_length: int | None = None,
     ) -> None:
         ids = special_ids(tok)
-        self.pad_id, self.mask_id = ids["[PAD]"], ids["[MASK]"]
-        self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
-        self.pad = PadCollator({"input_ids": self.pad_id, "token_type_ids": 0, "labels": -100},
-                               ["next_sentence_label"], pad_to_multiple_of, max_length)
+        super().__init__({"input_ids": ids["[PAD]"], "token_type_ids": 0, "labels": -100}, ["next_sentence_label"],
+                         pad_to_multiple_of, max_length)
+        self.mask_id, self.mlm_probability, self.whole_word_masking = ids["[MASK]"], mlm_probability, whole_word_masking
         vocab = tok.get_vocab()
         size = max(vocab.values()) + 1
         self.special = torch.zeros(size, dtype=torch.bool)
         self.special[list(ids.values())] = True
         self.continuation = torch.zeros(size, dtype=torch.bool)
-        prefix = CONTINUATION_PREFIX
-        pieces = [i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)]
-        self.continuation[pieces] = True
+        self.continuation[[i for t, i in vocab.items() if t.startswith(CONTINUATION_PREFIX) and len(t) > 2]] = True
         self.random_ids = (~self.special).nonzero().flatten()
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
         """Pads and masks; samples that carry ``labels`` are masked already (:class:`StaticMasks`)."""
-        batch = self.pad(samples)
+        batch = super().__call__(samples)
         if "labels" not in batch:
             batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"])
         batch["next_sentence_label"] = batch["next_sentence_label"].long()
@@ -287,10 +257,8 @@ class MaskedLMCollator:
 
 
 class StaticMasks(Dataset):
-    """An evaluation split whose instance ``i`` is masked from ``(seed, i)`` alone, on access: the
-    same masks every epoch, whatever the batch size or the number of DDP ranks (so validation
-    numbers of one process and of several agree, as google-research/bert's fixed evaluation set),
-    with nothing computed or held up front."""
+    """An evaluation split whose instance ``i`` is masked on access from ``(seed, i)`` alone: the same masks every
+    epoch, whatever the batch size or number of ranks (as google-research/bert's fixed evaluation set)."""
 
     def __init__(self, instances: ArrowRows, collator: MaskedLMCollator, seed: int) -> None:
         self.instances, self.collator, self.seed = instances, collator, seed
@@ -307,16 +275,12 @@ class StaticMasks(Dataset):
 
 # --- the DataModule ---------------------------------------------------------------------------------
 class BertPretrainingDataModule(TextDataModule):
-    """Masked-LM and next-sentence-prediction batches for BERT pretraining.
-
-    Batches are dicts of ``input_ids``, ``token_type_ids``, ``attention_mask`` (1: a real token),
-    ``labels`` (-100: not predicted) and ``next_sentence_label`` (1: B is random), all int64,
-    padded to the longest sequence of the batch.
+    """Masked-LM and next-sentence-prediction batches for BERT pretraining: int64 ``input_ids``, ``token_type_ids``,
+    ``attention_mask``, ``labels`` (-100: not predicted) and ``next_sentence_label`` (1: B is random).
 
     Args:
         source: ``brown`` (bundled), a text file or folder, or ``hf:<name>[:<config>]``.
-        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one; default:
-            train a WordPiece vocabulary on the corpus (cached).
+        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (default: train one, cached).
         vocab_size: size of the vocabulary to train.
         lowercase: lower-case (uncased) vocabulary to train; a loaded one keeps its own.
         max_seq_length: tokens per instance, ``[CLS]`` and both ``[SEP]`` included.
@@ -329,53 +293,28 @@ class BertPretrainingDataModule(TextDataModule):
         test_fraction: share of the documents held out for testing.
         split_seed: seed of the document split and of the sentence pairs built from them.
         max_documents: use only the first documents of the source.
-        tokenizer_sample_bytes: train the vocabulary on a seeded random sample of the documents
-            of about this many bytes (all of a smaller corpus).
-        streaming: read the training documents of a ``hf:`` dataset or local text / Parquet files
-            as they are trained on (``datasets`` streaming: nothing downloaded or prepared ahead).
-            Validation and test documents are held out by a hash of their text (so the stream
-            skips them) and come from the first ``max_documents`` (default 10,000) documents,
-            which also give the vocabulary's sample; the training stream is read in blocks of
-            ``stream_block_size`` documents whose sentence pairs are drawn, shuffled and masked
-            from ``(seed, epoch, block)``, and a run resumes exactly at the batch it stopped after.
-        stream_block_size: documents per block of a stream (random next segments come from the
-            same block).
-        num_proc: preparation processes (``Dataset.map``); None: one per CPU (at most 8) for a
-            corpus of 10,000 documents or more, else one.
+        tokenizer_sample_bytes: train the vocabulary on a seeded sample of about this many bytes of documents.
+        num_proc: preparation processes (default: one per CPU, at most 8, from 10,000 documents on, else one).
+        streaming: stream the training documents of a ``hf:`` dataset or text / Parquet files (nothing prepared
+            ahead); validation and test are held out by a hash of the text from the first ``max_documents``
+            (default 10,000), which also give the vocabulary; resumes exactly.
+        stream_block_size: documents per block of a stream, whose pairs are drawn, shuffled and masked together.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
         cache_dir: cache folder of prepared data (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
+        batch_size: training batch size per device.
+        eval_batch_size: evaluation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
-        seed: data order and masking seed (runs resume with exactly the same batches).
+        seed: data order and masking seed.
     """
 
-    def __init__(
-        self,
-        source: str = "brown",
-        tokenizer: str | None = None,
-        vocab_size: int = 8192,
-        lowercase: bool = True,
-        max_seq_length: int = 128,
-        short_seq_prob: float = 0.1,
-        nsp_prob: float = 0.5,
-        mlm_probability: float = 0.15,
-        whole_word_masking: bool = False,
-        dupe_factor: int = 1,
-        val_fraction: float = 0.05,
-        test_fraction: float = 0.05,
-        split_seed: int = 0,
-        max_documents: int | None = None,
-        tokenizer_sample_bytes: int = 100_000_000,
-        num_proc: int | None = None,
-        streaming: bool = False,
-        stream_block_size: int = 1000,
-        pad_to_multiple_of: int | None = 8,
-        cache_dir: str | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, source: str = "brown", tokenizer: str | None = None, vocab_size: int = 8192,
+                 lowercase: bool = True, max_seq_length: int = 128, short_seq_prob: float = 0.1,
+                 nsp_prob: float = 0.5, mlm_probability: float = 0.15, whole_word_masking: bool = False,
+                 dupe_factor: int = 1, val_fraction: float = 0.05, test_fraction: float = 0.05, split_seed: int = 0,
+                 max_documents: int | None = None, tokenizer_sample_bytes: int = 100_000_000,
+                 num_proc: int | None = None, streaming: bool = False, stream_block_size: int = 1000,
+                 pad_to_multiple_of: int | None = 8, cache_dir: str | None = None, batch_size: int = 32,
+                 eval_batch_size: int | None = None, num_workers: int | None = None, seed: int = 0) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         for name, p in (("short_seq_prob", short_seq_prob), ("nsp_prob", nsp_prob), ("val_fraction", val_fraction),
                         ("test_fraction", test_fraction)):
@@ -396,27 +335,23 @@ class BertPretrainingDataModule(TextDataModule):
         if tokenizer is not None and not Path(tokenizer).expanduser().exists():
             raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a "
                             "folder holding one")
-        self.vocab_size, self.lowercase = vocab_size, lowercase
-        self.max_seq_length, self.short_seq_prob, self.nsp_prob = max_seq_length, short_seq_prob, nsp_prob
-        self.dupe_factor, self.mlm_probability = dupe_factor, mlm_probability
-        self.whole_word_masking = whole_word_masking
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         check_num_proc(num_proc)
         if streaming and self.source.kind == "brown":
             raise UserError("--data.streaming reads hf: datasets and text or Parquet files, not the bundled Brown "
                             "corpus")
+        self.vocab_size, self.lowercase = vocab_size, lowercase
+        self.max_seq_length, self.short_seq_prob, self.nsp_prob = max_seq_length, short_seq_prob, nsp_prob
+        self.dupe_factor, self.mlm_probability = dupe_factor, mlm_probability
+        self.whole_word_masking, self.pad_to_multiple_of = whole_word_masking, pad_to_multiple_of
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.streaming, self.stream_block_size = streaming, stream_block_size
         self.max_documents, self.tokenizer_sample_bytes, self.num_proc = max_documents, tokenizer_sample_bytes, num_proc
         self.cache_dir = cache_root(cache_dir)
-        self._tokenizer: Tokenizer | None = None
         self._documents: Any = None
         self._splits: dict[str, ArrowRows] = {}
 
-    # --- the tokenizer (built on first use: the CLI reads the vocabulary size before setup) ------
     def train_tokenizer(self) -> Tokenizer:
-        """A WordPiece vocabulary trained (once, then cached) on a seeded sample of the documents
-        (``tokenizer_sample_bytes``; all of a smaller corpus, in order)."""
+        """A WordPiece vocabulary trained (once, then cached) on a seeded sample of the documents."""
 
         def texts() -> Iterator[str]:  # read on a cache miss only
             docs = self.documents()
@@ -435,8 +370,7 @@ class BertPretrainingDataModule(TextDataModule):
                                    cache_dir=self.cache_dir / "tokenizers")
 
     def documents(self) -> Any:
-        """The source's documents (the first ``max_documents``): a ``datasets.Dataset``, one row each
-        (streaming: the first ``max_documents`` or 10,000 of the stream, held in memory)."""
+        """The first ``max_documents`` (streaming: or 10,000, in memory) documents, a ``datasets.Dataset`` row each."""
         if self._documents is None:
             if self.streaming:
                 import datasets
@@ -449,9 +383,8 @@ class BertPretrainingDataModule(TextDataModule):
                 self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
         return self._documents
 
-    # --- streaming -------------------------------------------------------------------------------
     def _stream(self) -> Any:
-        """The training split of the source as a ``datasets`` stream of documents (a ``text`` column)."""
+        """The source's training split as a ``datasets`` stream of documents (a ``text`` column)."""
         import datasets
 
         if self.source.kind == "hf":
@@ -482,35 +415,29 @@ class BertPretrainingDataModule(TextDataModule):
                                 rng.getrandbits(62))
         rng.shuffle(made)
         ids = special_ids(self.tokenizer)
-        columns = instance_columns(made, ids["[CLS]"], ids["[SEP]"])
         items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8),
                   "next_sentence_label": np.int8(n)}
-                 for a, t, n in zip(columns["input_ids"], columns["token_type_ids"], columns["next_sentence_label"])]
+                 for a, t, n in zip(*instance_columns(made, ids["[CLS]"], ids["[SEP]"]).values())]
         batches = []
-        for start in range(0, len(items) - self.batch_size + 1,
-                           self.batch_size):  # whole batches: the rest of a block is dropped
+        for start in range(0, len(items) - self.batch_size + 1, self.batch_size):  # the rest of a block is dropped
             with seeded_torch(rng.getrandbits(62)):
                 batches.append(self.collator(items[start : start + self.batch_size]))
         return batches
 
-    # --- instances, cached on disk --------------------------------------------------------------
-    def split_documents(self, n: int) -> dict[str, np.ndarray]:
-        """Positions (among the ``n`` non-empty documents) of each split's documents: deterministic
-        for ``split_seed``."""
-        order = list(range(n))
-        random.Random(self.split_seed).shuffle(order)
-        n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
-        if n - n_val - n_test < 1:
-            raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits "
-                            "(lower --data.val_fraction/--data.test_fraction)")
-        picks = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
-        return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
-
     def _split_picks(self, docs: Any, nonempty: np.ndarray) -> dict[str, np.ndarray]:
-        """Positions among the non-empty documents of each split's: seeded at random, or (streaming)
-        by :meth:`held_out`, as the training stream skips them."""
+        """Positions among the non-empty documents of each split's: seeded by ``split_seed``, or (streaming) by
+        :meth:`held_out`, as the training stream skips them."""
         if not self.streaming:
-            return self.split_documents(len(nonempty))
+            n = len(nonempty)
+            order = list(range(n))
+            random.Random(self.split_seed).shuffle(order)
+            n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
+            if n - n_val - n_test < 1:
+                raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits "
+                                "(lower --data.val_fraction/--data.test_fraction)")
+            picks = {"train": order[n_val + n_test :], "validation": order[:n_val],
+                     "test": order[n_val : n_val + n_test]}
+            return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
         names = np.array([self.held_out(t or "") for t in docs.select_columns(["text"])["text"]])[nonempty]
         picks = {split: np.flatnonzero(names == split) for split in SPLITS}
         if not len(picks["validation"]) or (self.test_fraction > 0 and not len(picks["test"])):
@@ -522,23 +449,17 @@ class BertPretrainingDataModule(TextDataModule):
     @property
     def instances_path(self) -> Path:
         """The cache folder of this tokenizer's, source's and settings' instances."""
-        settings = {
-            "format": _CACHE_FORMAT,
-            "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
-            "source": self.source.key,
-            "max_documents": self.max_documents,
-            "split": [self.val_fraction, self.test_fraction, self.split_seed,
-                      "held out by hash" if self.streaming else "at random"],
-            "instances": [self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor],
-        }
+        settings = {"format": _CACHE_FORMAT, "tokenizer": hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest(),
+                    "source": self.source.key, "max_documents": self.max_documents,
+                    "split": [self.val_fraction, self.test_fraction, self.split_seed,
+                              "held out by hash" if self.streaming else "at random"],
+                    "instances": [self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor]}
         key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
         name = Path(str(self.source)).name.replace(":", "_")
         return self.cache_dir / "pretraining" / f"{name}-{self.max_seq_length}-{key}"
 
     def build_instances(self) -> dict[str, Any]:
-        """Each split's instances (memory-mapped ``datasets.Dataset``), prepared once into
-        :attr:`instances_path`: the documents tokenised, split, and turned into instances, each
-        step a batched ``Dataset.map`` in ``num_proc`` processes writing Arrow files."""
+        """Each split's instances (memory-mapped ``datasets.Dataset``), prepared once into :attr:`instances_path`."""
         import datasets
         import pyarrow.compute as pc
 
@@ -548,35 +469,30 @@ class BertPretrainingDataModule(TextDataModule):
             docs = self.documents()
             processes = preparation_processes(self.num_proc, len(docs))
             folder.mkdir(parents=True)
-            # map fingerprints: at most 64 characters with shard suffixes
-            tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]
+            tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]  # map fingerprints: at most 64 characters
             id_list = datasets.Sequence(datasets.Value("int32"))
             with quiet_fork(processes):
-                tokens = docs.map(
-                    _encode_documents, batched=True, batch_size=256, num_proc=processes,
-                    remove_columns=docs.column_names, features=datasets.Features({"ids": id_list, "ends": id_list}),
-                    fn_kwargs={"tok": tok}, cache_file_name=str(folder / "tokens.arrow"),
-                    new_fingerprint=f"tokens-{tag}", desc="Tokenizing documents",
-                )
+                tokens = docs.map(_encode_documents, batched=True, batch_size=256, num_proc=processes,
+                                  remove_columns=docs.column_names, fn_kwargs={"tok": tok},
+                                  features=datasets.Features({"ids": id_list, "ends": id_list}),
+                                  cache_file_name=str(folder / "tokens.arrow"), new_fingerprint=f"tokens-{tag}",
+                                  desc="Tokenizing documents")
                 rows = ArrowRows(tokens, ["ids", "ends"])
                 ends = tokens.with_format("arrow")[:].column("ends")
                 nonempty = np.flatnonzero(pc.list_value_length(ends).to_numpy() > 0)
                 ids = special_ids(tok)
-                features = datasets.Features({
-                    "input_ids": id_list, "token_type_ids": datasets.Sequence(datasets.Value("int8")),
-                    "next_sentence_label": datasets.Value("int8"),
-                })
+                int8 = datasets.Value("int8")
+                features = datasets.Features({"input_ids": id_list, "token_type_ids": datasets.Sequence(int8),
+                                              "next_sentence_label": int8})
                 for k, (split, picks) in enumerate(self._split_picks(docs, nonempty).items()):
                     settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
                                 mix_seed(self.split_seed, k))
                     datasets.Dataset.from_dict({"doc": picks}).map(
-                        _instances_batch, batched=True, batch_size=64, with_indices=True,
-                        num_proc=preparation_processes(self.num_proc, len(picks)), remove_columns=["doc"],
-                        features=features, cache_file_name=str(folder / f"{split}.arrow"),
-                        new_fingerprint=f"{split}-{tag}",
+                        _instances_batch, batched=True, batch_size=64, with_indices=True, remove_columns=["doc"],
+                        num_proc=preparation_processes(self.num_proc, len(picks)), features=features,
+                        cache_file_name=str(folder / f"{split}.arrow"), new_fingerprint=f"{split}-{tag}",
                         fn_kwargs={"docs": SplitDocuments(rows, nonempty[picks]), "settings": settings,
-                                   "cls_sep": (ids["[CLS]"], ids["[SEP]"])}, desc=f"Sentence pairs ({split})",
-                    )
+                                   "cls_sep": (ids["[CLS]"], ids["[SEP]"])}, desc=f"Sentence pairs ({split})")
             for f in folder.glob("tokens*.arrow"):
                 f.unlink()
 
@@ -591,25 +507,14 @@ class BertPretrainingDataModule(TextDataModule):
             self._splits = {split: PretrainingInstances(ds) for split, ds in self.build_instances().items()}
         self.collator = MaskedLMCollator(self.tokenizer, self.mlm_probability, self.whole_word_masking,
                                          self.pad_to_multiple_of, self.max_seq_length)
-        self._eval: dict[str, StaticMasks] = {}
 
-    def _static(self, split: str) -> StaticMasks:
-        if split not in self._eval:
-            self._eval[split] = StaticMasks(self._splits[split], self.collator,
-                                            mix_seed(self.seed, 1 + SPLITS.index(split)))
-        return self._eval[split]
+    train_set = property(lambda self: self._splits["train"])
+    val_set = property(lambda self: self._splits["validation"])
+    test_set = property(lambda self: self._splits["test"])
 
-    @property
-    def train_set(self) -> ArrowRows:
-        return self._splits["train"]
-
-    @property
-    def val_set(self) -> ArrowRows:
-        return self._splits["validation"]
-
-    @property
-    def test_set(self) -> ArrowRows:
-        return self._splits["test"]
+    def _eval_loader(self, split: str) -> DataLoader:
+        masks = StaticMasks(self._splits[split], self.collator, mix_seed(self.seed, 1 + SPLITS.index(split)))
+        return self.eval_loader(masks, self.collator, collate=True)
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
@@ -617,7 +522,7 @@ class BertPretrainingDataModule(TextDataModule):
         return self.train_loader(self.train_set, self.collator, collate=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self._static("validation"), self.collator, collate=True)
+        return self._eval_loader("validation")
 
     def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self._static("test"), self.collator, collate=True)
+        return self._eval_loader("test")

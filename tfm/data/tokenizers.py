@@ -1,12 +1,8 @@
-"""Tokenizers (HF ``tokenizers``): train on a corpus with a cache, load, save with a run.
+"""Tokenizers (HF ``tokenizers``): trained on a corpus with a cache, loaded, saved with a run.
 
-WordPiece (BERT tasks): BERT normalisation and pre-tokenisation, the special tokens
-``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4 in a trained one), ``[CLS] A [SEP] B [SEP]`` with
-token type ids added by ``encode(a, b)``, and the WordPiece ``##`` decoder.
-
-BPE (translation, :func:`bpe_tokenizer`): NFKC normalisation, a Metaspace (``▁``) pre-tokenizer
-and decoder and byte fallback, so that decoding gives the text back exactly; the special tokens
-``[PAD] [UNK] [START] [END]`` (ids 0-3) and no post-processor (the DataModule frames sequences).
+WordPiece (BERT tasks): BERT normalisation, ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4 when trained), ``[CLS] A
+[SEP] B [SEP]`` with token types from ``encode(a, b)``. BPE (translation): NFKC, a Metaspace (``▁``) pre-tokenizer and
+decoder and byte fallback, so decoding gives the text back; ``[PAD] [UNK] [START] [END]`` (ids 0-3), no post-processor.
 """
 
 from __future__ import annotations
@@ -35,42 +31,33 @@ def cache_root(override: str | Path | None = None) -> Path:
     return Path(override or os.environ.get("TFM_CACHE") or Path.home() / ".cache" / "tfm").expanduser()
 
 
-def bert_tokenizer(vocab: dict[str, int] | None = None, lowercase: bool = True) -> Tokenizer:
-    """A BERT WordPiece tokenizer over ``vocab`` (``None``: empty, to be trained)."""
-    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX))
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
-    if vocab is not None:
-        tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])  # kept whole, skipped by decode
-        _add_post_processor(tok)
-    return tok
-
-
-def _add_post_processor(tok: Tokenizer) -> None:
-    ids = special_ids(tok)
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])],
-    )
+def _token_ids(tok: Tokenizer, tokens: Sequence[str], where: str, needs: str) -> dict[str, int]:
+    ids = {t: tok.token_to_id(t) for t in tokens}
+    if missing := [t for t, i in ids.items() if i is None]:
+        raise UserError(f"{where} has no {', '.join(missing)} token: {needs}")
+    return ids  # type: ignore[return-value]
 
 
 def special_ids(tok: Tokenizer) -> dict[str, int]:
     """The ids of ``[PAD] [UNK] [CLS] [SEP] [MASK]``; a tokenizer lacking one is a user error."""
-    ids = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-    missing = [t for t, i in ids.items() if i is None]
-    if missing:
-        raise UserError(f"the tokenizer has no {', '.join(missing)} token: tfm needs a BERT vocabulary with "
-                        f"{' '.join(SPECIAL_TOKENS)}")
-    return ids  # type: ignore[return-value]
+    return _token_ids(tok, SPECIAL_TOKENS, "the tokenizer",
+                      f"tfm needs a BERT vocabulary with {' '.join(SPECIAL_TOKENS)}")
 
 
-def is_lowercase(tok: Tokenizer) -> bool:
-    """Whether the tokenizer's normaliser lower-cases its input."""
-    return bool(getattr(tok.normalizer, "lowercase", False))
+def bert_tokenizer(vocab: dict[str, int] | None = None, lowercase: bool = True) -> Tokenizer:
+    """A BERT WordPiece tokenizer over ``vocab`` (``None``: empty, to be trained)."""
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix=CONTINUATION_PREFIX))
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix=CONTINUATION_PREFIX)
+    if vocab is not None:
+        tok.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])  # kept whole, skipped by decode
+        ids = special_ids(tok)
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    return tok
 
 
 def _trained(tok: Tokenizer, trainer: Any, texts: Callable[[], Iterable[str]], corpus_key: str,
@@ -85,8 +72,7 @@ def _trained(tok: Tokenizer, trainer: Any, texts: Callable[[], Iterable[str]], c
 
 def _cached(name: str, corpus_key: str, cache_dir: str | Path | None, train: Callable[[Path], None],
             **settings: Any) -> Path:
-    """The cache file of a tokenizer trained on ``corpus_key`` with ``settings``, built by ``train`` on a miss
-    (once over processes: :func:`~tfm.data.sources.build_cached`)."""
+    """The cache file of a tokenizer of ``corpus_key`` and ``settings``, built once by ``train`` on a miss."""
     blob = json.dumps({"corpus": corpus_key, "format": _CACHE_FORMAT, **settings}, sort_keys=True)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
     return build_cached(folder / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json", train)
@@ -95,10 +81,8 @@ def _cached(name: str, corpus_key: str, cache_dir: str | Path | None, train: Cal
 def wordpiece_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_size: int = 8192,
                         lowercase: bool = True, min_frequency: int = 2, limit_alphabet: int = 1000,
                         cache_dir: str | Path | None = None) -> Tokenizer:
-    """A WordPiece tokenizer trained on ``texts()`` (sentences or documents), cached in ``cache_dir`` (default
-    ``cache_root() / "tokenizers"``) under a hash of ``corpus_key`` (what identifies the corpus) and the settings;
-    ``texts`` is called only on a miss. Ids are canonical (training numbers ties in hash-map order,
-    huggingface/tokenizers#1794); a run keeps its own copy (:func:`save_tokenizer`) for a resume to load."""
+    """A WordPiece tokenizer trained on ``texts()`` (called on a cache miss only), cached in ``cache_dir`` under a
+    hash of ``corpus_key`` and the settings; ids canonical (training orders ties by hash: tokenizers#1794)."""
     if vocab_size <= len(SPECIAL_TOKENS):
         raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} special "
                         "tokens")
@@ -126,22 +110,10 @@ def _from_file(path: Path) -> Tokenizer:
         raise UserError(f"{path} is not a Hugging Face tokenizer.json: {first}") from None
 
 
-def read_vocab(path: str | Path) -> dict[str, int]:
-    """A BERT ``vocab.txt``: one token a line, the line number is its id."""
-    with open(path, encoding="utf-8") as f:
-        tokens = [line.rstrip("\n") for line in f]
-    if tokens and tokens[-1] == "":
-        tokens.pop()
-    return {t: i for i, t in enumerate(tokens)}
-
-
 def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer:
-    """A tokenizer from a ``tokenizer.json``, a BERT ``vocab.txt``, or a folder holding either
-    (a saved run or a Hugging Face BERT folder; ``tokenizer.json`` wins).
-
-    For a ``vocab.txt``, ``lowercase`` defaults to ``do_lower_case`` in a ``tokenizer_config.json``
-    beside it, else to whether the vocabulary has no upper-case token.
-    """
+    """A tokenizer from a ``tokenizer.json``, a BERT ``vocab.txt`` (one token a line), or a folder holding either
+    (``tokenizer.json`` wins). A ``vocab.txt``'s ``lowercase`` defaults to ``do_lower_case`` of a
+    ``tokenizer_config.json`` beside it, else to whether the vocabulary has no upper-case token."""
     path = Path(path).expanduser()
     if path.is_dir():
         found = next((path / f for f in ("tokenizer.json", "vocab.txt") if (path / f).is_file()), None)
@@ -154,7 +126,9 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer
         tok = _from_file(path)
         special_ids(tok)
         return tok
-    vocab = read_vocab(path)
+    with open(path, encoding="utf-8") as f:
+        tokens = [line.rstrip("\n") for line in f]
+    vocab = {t: i for i, t in enumerate(tokens[:-1] if tokens and tokens[-1] == "" else tokens)}
     if lowercase is None:
         config = path.parent / "tokenizer_config.json"
         if config.is_file() and "do_lower_case" in (cfg := json.loads(config.read_text())):
@@ -165,13 +139,13 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer
 
 
 def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
-    """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (what Hugging Face's
-    ``BertTokenizer`` reads) into ``folder``; returns the ``tokenizer.json`` path."""
+    """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (read by Hugging Face's
+    ``BertTokenizer``) into ``folder``; returns the ``tokenizer.json`` path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
     (folder / "vocab.txt").write_text("".join(t + "\n" for t, _ in vocab), encoding="utf-8")
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": is_lowercase(tok)}
+    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": bool(getattr(tok.normalizer, "lowercase", False))}
     config.update({f"{name}_token": f"[{name.upper()}]" for name in ("pad", "unk", "cls", "sep", "mask")})
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     tok.save(str(folder / "tokenizer.json"))
@@ -179,9 +153,8 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
 
 
 class TextDataModule(ResumableDataModule):
-    """Base of the text DataModules: the tokenizer, loaded from ``self.tokenizer_path`` or trained
-    on the corpus by the subclass's :meth:`train_tokenizer`, built on first use (the CLI reads its
-    vocabulary size right after instantiating the DataModule, before ``setup``)."""
+    """Base of the text DataModules: the tokenizer, loaded from ``self.tokenizer_path`` or trained by the subclass's
+    :meth:`train_tokenizer`, built on first use (the CLI reads its vocabulary size before ``setup``)."""
 
     tokenizer_path: str | None = None
     _tokenizer: Tokenizer | None = None
@@ -191,7 +164,6 @@ class TextDataModule(ResumableDataModule):
 
     @property
     def tokenizer(self) -> Tokenizer:
-        """The loaded tokenizer, or the one trained (or found cached) for the corpus."""
         if self._tokenizer is None:
             tok = load_tokenizer(self.tokenizer_path) if self.tokenizer_path is not None else self.train_tokenizer()
             special_ids(tok)  # fails clearly when a special token is missing
@@ -200,7 +172,7 @@ class TextDataModule(ResumableDataModule):
 
     @property
     def tokenizer_vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (the model's ``vocab_size``)."""
+        """The model's ``vocab_size``."""
         return self.tokenizer.get_vocab_size()
 
     @property
@@ -222,16 +194,9 @@ _BPE_FORMAT = 1  # bump when a trained BPE tokenizer would come out differently 
 
 def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tuple[str, str]] | None = None,
                         byte_fallback: bool = True) -> Tokenizer:
-    """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: empty, to be trained).
-
-    NFKC normalisation; a Metaspace pre-tokenizer (a space becomes ``▁`` and starts the next
-    word's token, ``▁`` is prepended to the text) and decoder; with ``byte_fallback`` a character
-    outside the vocabulary becomes its UTF-8 bytes (``<0xE6>`` ...) rather than ``[UNK]``. So
-    ``decode(encode(s).ids) == s`` for any NFKC-normalised ``s`` that does not start with a space
-    (the prepended ``▁`` absorbs one: ``" a"`` decodes as ``"a"``) and holds no ``▁`` (decoded as
-    a space); runs of spaces, tabs, newlines and characters never seen in training come back as
-    they were. Special tokens written in the text are encoded as text (``encode_special_tokens``,
-    which a saved file does not keep: :func:`load_bpe_tokenizer` sets it again)."""
+    """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: empty, to be trained): ``decode(encode(s).ids) ==
+    s`` for NFKC text without a leading space or a ``▁``; with ``byte_fallback`` an unknown character becomes its
+    UTF-8 bytes, not ``[UNK]``. Special tokens written in the text are encoded as text (``encode_special_tokens``)."""
     if vocab is None:
         model = models.BPE(unk_token="[UNK]", byte_fallback=byte_fallback)
     else:
@@ -245,29 +210,21 @@ def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tu
     tok.decoder = decoders.Sequence(steps)
     if vocab is not None:
         tok.add_special_tokens([t for t in BPE_SPECIAL_TOKENS if t in vocab])  # kept whole, skipped by decode
-    tok.encode_special_tokens = True
+    tok.encode_special_tokens = True  # not saved: load_bpe_tokenizer sets it again
     return tok
 
 
 def bpe_special_ids(tok: Tokenizer, where: str = "the tokenizer") -> dict[str, int]:
     """The ids of ``[PAD] [UNK] [START] [END]``; a tokenizer lacking one is a user error."""
-    ids = {t: tok.token_to_id(t) for t in BPE_SPECIAL_TOKENS}
-    missing = [t for t, i in ids.items() if i is None]
-    if missing:
-        raise UserError(
-            f"{where} has no {', '.join(missing)} token: translation needs a vocabulary with "
-            f"{' '.join(BPE_SPECIAL_TOKENS)} "
-            "(one trained by tfm, saved as a run's tokenizer.json)"
-        )
-    return ids  # type: ignore[return-value]
+    return _token_ids(tok, BPE_SPECIAL_TOKENS, where, f"translation needs a vocabulary with "
+                      f"{' '.join(BPE_SPECIAL_TOKENS)} (one trained by tfm, saved as a run's tokenizer.json)")
 
 
 def bpe_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_size: int = 8000, min_frequency: int = 2,
                   byte_fallback: bool = True, limit_alphabet: int = 1000,
                   cache_dir: str | Path | None = None) -> Tokenizer:
-    """A BPE tokenizer (:func:`build_bpe_tokenizer`) trained on ``texts()``, cached as :func:`wordpiece_tokenizer`,
-    with ``vocab_size`` tokens at most: the 4 special tokens (ids 0-3), with ``byte_fallback`` the 256 byte tokens
-    (ids 4-259), then single characters and the rest, each sorted (canonical ids)."""
+    """A BPE tokenizer trained on ``texts()``, cached as :func:`wordpiece_tokenizer`, of ``vocab_size`` tokens at
+    most: the special tokens (ids 0-3), with ``byte_fallback`` the 256 bytes (4-259), then the rest, sorted."""
     head = [*BPE_SPECIAL_TOKENS, *(BYTE_TOKENS if byte_fallback else ())]
     if vocab_size <= len(head):
         raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(head)} reserved tokens "
@@ -290,8 +247,7 @@ def bpe_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_siz
 
 
 def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
-    """A BPE tokenizer from a ``tokenizer.json`` (or a folder holding one) with tfm's special
-    tokens; a missing file, another format or a missing special token is a :class:`UserError`."""
+    """A BPE tokenizer with tfm's special tokens from a ``tokenizer.json`` (or a folder holding one)."""
     path = Path(path).expanduser()
     if path.is_dir():
         if not (path / "tokenizer.json").is_file():
@@ -307,10 +263,8 @@ def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
 
 
 def load_bpe_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
-    """``(source or joint tokenizer, target tokenizer or None)`` from a run folder (its
-    ``tokenizer.json`` and, for separate vocabularies, ``target_tokenizer.json``) or a file (a
-    ``tokenizer.json`` brings the ``target_tokenizer.json`` beside it, if any). The two must give
-    the special tokens the same ids."""
+    """``(source or joint tokenizer, target tokenizer or None)`` from a run folder or a ``tokenizer.json`` (with the
+    ``target_tokenizer.json`` beside it, if any); the two must give the special tokens the same ids."""
     path = Path(path).expanduser()
     first = path / "tokenizer.json" if path.is_dir() else path
     tok = load_bpe_tokenizer(path)
@@ -325,8 +279,8 @@ def load_bpe_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
 
 
 def save_bpe_tokenizers(folder: str | Path, tok: Tokenizer, target: Tokenizer | None = None) -> Path:
-    """Write ``tokenizer.json`` (source, or joint) and, for a separate target vocabulary,
-    ``target_tokenizer.json`` into ``folder``; returns the ``tokenizer.json`` path."""
+    """Write ``tokenizer.json`` (source, or joint) and a separate vocabulary's ``target_tokenizer.json`` into
+    ``folder``; returns the ``tokenizer.json`` path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))
