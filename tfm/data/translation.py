@@ -151,6 +151,8 @@ class Pairs:
     ds: Any
     where: str
     key: str
+    base: Pairs | None = None  # a selection: the pairs it selects from, and which (``picks``)
+    picks: np.ndarray | None = None
 
     @classmethod
     def of(cls, src: list[str], tgt: list[str] | None, where: str, rows: list[int] | None = None) -> Pairs:
@@ -199,8 +201,10 @@ class Pairs:
         return len(self.ds)
 
     def select(self, picks: Sequence[int]) -> Pairs:
-        key = hashlib.sha256(self.key.encode() + np.asarray(picks, dtype=np.int64).tobytes()).hexdigest()
-        return Pairs(self.ds.select(picks), self.where, key)
+        picks = np.asarray(picks, dtype=np.int64)
+        key = hashlib.sha256(self.key.encode() + picks.tobytes()).hexdigest()
+        rows = picks if self.picks is None else self.picks[picks]
+        return Pairs(self.ds.select(picks), self.where, key, self.base or self, rows)
 
     def sources_only(self) -> Pairs:
         ds = self.ds.remove_columns(["tgt_text"]) if self.has_target else self.ds
@@ -666,8 +670,9 @@ class TranslationDataModule(ResumableDataModule):
         if split in self._encoded:
             return self._encoded[split]
         pairs = self.predict_pairs if split == "predict" else self.raw_splits[split]
-        ds = encode_pairs(pairs, self.tokenizer, self.target_tokenizer, self.folder, self.num_proc)
-        full = EncodedPairs(ds)
+        # a selection (training and held-out pairs of one file) reads the table of the whole, encoded once
+        ds = encode_pairs(pairs.base or pairs, self.tokenizer, self.target_tokenizer, self.folder, self.num_proc)
+        full = EncodedPairs(ds, pairs.picks)
         too_long = full.side_lengths("src") > self.max_source_length
         if full.has_target:
             too_long |= full.side_lengths("tgt") > self.max_target_length
@@ -682,7 +687,7 @@ class TranslationDataModule(ResumableDataModule):
 
                 rank_zero_info(f"{self.dropped_pairs} of {len(full)} training pairs are longer than {limits} tokens: "
                                "left out")
-            self._encoded[split] = EncodedPairs(ds, np.flatnonzero(~too_long))
+            self._encoded[split] = EncodedPairs(ds, full.picks[~too_long])
         else:
             if too_long.any():
                 from lightning.pytorch.utilities import rank_zero_warn
@@ -690,7 +695,8 @@ class TranslationDataModule(ResumableDataModule):
                 whole = " (the references stay whole)" if full.has_target else ""
                 rank_zero_warn(f"{int(too_long.sum())} of the {len(too_long)} {split} lines ({pairs.where}) are longer "
                                f"than {limits} tokens: truncated{whole}")
-            self._encoded[split] = EncodedPairs(ds, limits=(self.max_source_length - 1, self.max_target_length - 1))
+            cut = (self.max_source_length - 1, self.max_target_length - 1)
+            self._encoded[split] = EncodedPairs(ds, full.picks, cut)
         return self._encoded[split]
 
     def prepare_data(self) -> None:
