@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import FASHION, make_image_folder
+
 from tfm.data import ImageDataModule
 from tfm.data.images import load_fashion_mnist, read_idx, split_indices
 from tfm.errors import UserError

@@ -83,8 +83,8 @@ def test_decoding_perfect_outputs_gives_back_the_boxes_and_map_1():
 
 
 def test_map_of_ground_truth_fed_as_predictions_is_1():
-    from tfm.data import SceneGenerator
     from tfm.data.images import load_fashion_mnist
+    from tfm.data.synthetic.scenes import SceneGenerator
 
     gen = SceneGenerator(*load_fashion_mnist(FASHION, "test"), seed=5)
     metric = mean_average_precision()

@@ -11,9 +11,10 @@ import pytest
 import torch
 from conftest import FASHION
 
-from tfm.data import DetectionDataModule, SceneGenerator, SegmentationDataModule
+from tfm.data import DetectionDataModule, SegmentationDataModule
 from tfm.data.images import load_fashion_mnist
 from tfm.data.scenes import DenseTransform, read_coco, read_mask
+from tfm.data.synthetic.scenes import SceneGenerator
 from tfm.errors import UserError
 
 

@@ -4,9 +4,9 @@ from .classification import TextClassificationDataModule
 from .images import ImageDataModule
 from .pretraining import BertPretrainingDataModule
 from .qa import QuestionAnsweringDataModule
-from .scenes import DetectionDataModule, SceneGenerator, SegmentationDataModule
+from .scenes import DetectionDataModule, SegmentationDataModule
 from .tagging import TokenClassificationDataModule
 from .translation import TranslationDataModule
 
-__all__ = ["BertPretrainingDataModule", "DetectionDataModule", "SceneGenerator", "SegmentationDataModule", "ImageDataModule", "QuestionAnsweringDataModule", "TextClassificationDataModule",
-           "TokenClassificationDataModule", "TranslationDataModule"]
+__all__ = ["BertPretrainingDataModule", "DetectionDataModule", "ImageDataModule", "QuestionAnsweringDataModule",
+           "SegmentationDataModule", "TextClassificationDataModule", "TokenClassificationDataModule", "TranslationDataModule"]
