@@ -209,6 +209,12 @@ def test_mask_with_a_class_id_above_the_classes_is_one_clear_line(tmp_path):
         SegmentationDataModule(dataset=str(root))
 
 
+def test_mask_folder_without_a_training_split_is_one_clear_line(tmp_path):
+    write_mask_folder(tmp_path / "seg" / "val")
+    with pytest.raises(UserError, match=r"seg has no training split \(it has validation\): add train/images"):
+        SegmentationDataModule(dataset=str(tmp_path / "seg"))
+
+
 def test_hf_datasets_saved_to_disk(tmp_path):
     import datasets
     from PIL import Image

@@ -141,16 +141,20 @@ def scan_mask_folder(folder: Path) -> dict[str, list[dict[str, Path]]]:
         splits = {split: pairs(images, masks, (sets / f"{name}.txt").read_text().split())
                   for split, name in (("train", "train"), ("validation", "val"), ("test", "test"))
                   if (sets / f"{name}.txt").is_file()}
-        return splits or {"all": pairs(images, masks)}
-    splits = {}
-    for split, name in SPLIT_DIRS:
-        if split not in splits and (folder / name / "images").is_dir() and (folder / name / "masks").is_dir():
-            splits[split] = pairs(folder / name / "images", folder / name / "masks")
-    if not splits and (folder / "images").is_dir() and (folder / "masks").is_dir():
-        splits["all"] = pairs(folder / "images", folder / "masks")
+        splits = splits or {"all": pairs(images, masks)}
+    else:
+        splits = {}
+        for split, name in SPLIT_DIRS:
+            if split not in splits and (folder / name / "images").is_dir() and (folder / name / "masks").is_dir():
+                splits[split] = pairs(folder / name / "images", folder / name / "masks")
+        if not splits and (folder / "images").is_dir() and (folder / "masks").is_dir():
+            splits["all"] = pairs(folder / "images", folder / "masks")
     if not splits:
         raise UserError(f"{folder} is not a segmentation folder: expected images/ + masks/, <split>/images + "
                         "<split>/masks, or VOC's JPEGImages/ + SegmentationClass/")
+    if "train" not in splits and "all" not in splits:
+        raise UserError(f"{folder} has no training split (it has {', '.join(splits)}): add train/images + train/masks "
+                        "(VOC: ImageSets/Segmentation/train.txt)")
     return splits
 
 
