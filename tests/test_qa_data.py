@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from tfm.data.qa import (
-    QAExample,
     QuestionAnsweringDataModule,
     postprocess_predictions,
     prepare_features,
@@ -21,7 +20,7 @@ from tfm.data.qa import (
     squad_json,
     write_predictions,
 )
-from tfm.data.synthetic.brown_qa import generate_brown_qa
+from tfm.data.synthetic.brown_qa import QAExample, generate_brown_qa
 from tfm.data.text import BROWN
 from tfm.errors import UserError
 from tfm.metrics import SQuADv2, normalize_answer, squad_v1_metrics, squad_v2_metrics

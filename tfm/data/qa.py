@@ -1,10 +1,9 @@
-"""Extractive question answering (SQuAD v1.1 and v2.0): readers, windowed features, post-processing of start/end
-logits and the DataModule (scores: :mod:`tfm.metrics`; the generated set: :mod:`tfm.data.synthetic.brown_qa`).
+"""Extractive question answering (SQuAD v1.1 / v2.0): readers, windowed features, post-processing and the DataModule.
 
-As Hugging Face's ``run_qa.py`` and ``postprocess_qa_predictions``: ``[CLS] q [SEP] c [SEP]`` windows (truncation
-``only_second``, overlapping by ``doc_stride``) keep their context tokens' character offsets; a training window's label
-is the answer's token span, or ``(0, 0)`` ([CLS]); an example's answer is the best span over its windows, and with
-``version_2_with_negative`` ``""`` when its null score (lowest ``start[CLS] + end[CLS]``) beats it by the threshold.
+As Hugging Face's ``run_qa.py``: ``[CLS] q [SEP] c [SEP]`` windows (``only_second``, overlapping by ``doc_stride``)
+keep their context tokens' character offsets and are labelled with the answer's token span, or ``(0, 0)`` ([CLS]);
+an example's answer is the best span over its windows, with ``version_2_with_negative`` ``""`` when its null score
+(lowest ``start[CLS] + end[CLS]``) beats it by the threshold.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from ..errors import UserError
 from ..metrics import SQuADv2, squad_v1_metrics, squad_v2_metrics
 from .loading import PadCollator
 from .sources import SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
-from .synthetic.brown_qa import GENERATED_FORMAT, generate_brown_qa
+from .synthetic.brown_qa import GENERATED_FORMAT, QAExample, generate_brown_qa
 from .text import BROWN
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
@@ -39,19 +37,6 @@ _SQUAD_FORMAT = ('{"data": [{"title": ..., "paragraphs": [{"context": ..., "qas"
 
 
 # --- examples ---------------------------------------------------------------------------------------
-@dataclass
-class QAExample:
-    """One question about one context; ``answers``: ``(text, answer_start)`` pairs (the first labels training
-    windows, all count in evaluation); an unanswerable (v2) question has none and ``is_impossible``."""
-
-    id: str
-    question: str
-    context: str
-    answers: list[tuple[str, int]] = field(default_factory=list)
-    is_impossible: bool = False
-    title: str = ""
-
-
 def _format_error(origin: str, what: str) -> UserError:
     return UserError(f"{origin} is not in SQuAD format ({what}): expected {_SQUAD_FORMAT}")
 
@@ -61,8 +46,7 @@ def _example(row: Any, origin: str, context: Any = None, title: str | None = Non
     ``[{"text", "answer_start"}]`` or Hugging Face's ``{"text": [...], "answer_start": [...]}``."""
     if not isinstance(row, Mapping):
         raise _format_error(origin, f"a question is {type(row).__name__}, not an object")
-    qid, question = row.get("id"), row.get("question")
-    context = row.get("context") if context is None else context
+    qid, question, context = row.get("id"), row.get("question"), row.get("context") if context is None else context
     if not isinstance(qid, (str, int)) or not isinstance(question, str) or not isinstance(context, str):
         raise _format_error(origin, f"a question needs a string id, question and context, got {dict(row)!r:.200}")
     qid, answers = str(qid), row.get("answers")
@@ -112,9 +96,10 @@ def read_squad_file(path: str | Path) -> list[QAExample]:
     return [_example(row, str(path)) for *_, row in json_lines(path)]
 
 
-def check_examples(examples: Sequence[QAExample], origin: str, unanswerable: bool, labelled: bool = True) -> None:
-    """Unique ids; every ``answer_start`` points at its text; ``labelled``: every question has an answer, or is
-    unanswerable where that is allowed (SQuAD 2.0)."""
+def check_examples(examples: list[QAExample], origin: str, unanswerable: bool,
+                   labelled: bool = True) -> list[QAExample]:
+    """``examples`` checked: unique ids; every ``answer_start`` points at its text; ``labelled``: every question has an
+    answer, or is unanswerable where that is allowed (SQuAD 2.0)."""
     seen: set[str] = set()
     for ex in examples:
         if ex.id in seen:
@@ -131,6 +116,7 @@ def check_examples(examples: Sequence[QAExample], origin: str, unanswerable: boo
                 raise UserError(f"{origin}: question {ex.id!r} has no answer: unanswerable questions need SQuAD 2.0 "
                                 "mode (--data.version_2_with_negative=true)")
             ex.is_impossible = True
+    return examples
 
 
 def squad_json(examples: Sequence[QAExample], version: str = "") -> dict[str, Any]:
@@ -307,25 +293,20 @@ def write_predictions(predictions: Mapping[str, str], path: str | Path) -> Path:
 
 # --- the DataModule ---------------------------------------------------------------------------------
 class QuestionAnsweringDataModule(TextDataModule):
-    """Extractive question answering data (SQuAD v1.1 / v2.0) for :class:`~tfm.tasks.QuestionAnswering`.
-
-    Batches: int64 ``input_ids``, ``token_type_ids``, ``attention_mask``, ``start_positions`` and ``end_positions``
-    (0: [CLS], no answer in the window); evaluation batches add ``feature_index`` (prediction batches have no
-    positions). The task gathers it with the logits and calls :meth:`postprocess` (-> ``{id: answer}``), then
-    :meth:`evaluate` (-> metrics) or :meth:`write_predictions`.
+    """Extractive QA data (SQuAD v1.1 / v2.0) for :class:`~tfm.tasks.QuestionAnswering`: int64 ``input_ids``,
+    ``token_type_ids``, ``attention_mask``, ``start_positions``, ``end_positions`` (0: [CLS], no answer in the window);
+    evaluation batches add ``feature_index`` (prediction batches have no positions), for :meth:`postprocess`.
 
     Args:
-        source: ``generated`` (span QA made from the bundled Brown corpus, see ``data/README.md``),
-            ``hf:<name>[:<config>]`` (``hf:squad``, ``hf:squad_v2``, or a ``save_to_disk`` folder; test falls
-            back to validation), or ``files`` (implied by ``train_file``/``validation_file``/``test_file``).
+        source: ``generated`` (span QA from the bundled Brown corpus, ``data/README.md``), ``hf:<name>[:<config>]``
+            (``hf:squad``, ``hf:squad_v2``, a ``save_to_disk`` folder; test falls back to validation) or ``files``.
         train_file: training questions: SQuAD JSON (v1.1/v2.0) or JSON lines.
         validation_file: validation questions, as ``train_file``.
         test_file: test questions, as ``train_file`` (default: ``validation_file``).
         predict_file: questions to answer with ``predict``: SQuAD JSON or JSON lines of ``{id, question, context}``.
         version_2_with_negative: SQuAD 2.0: unanswerable questions (labelled [CLS]), null-score post-processing
             and v2 metrics; the generated set adds one unanswerable question per context.
-        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one; default: train a
-            WordPiece vocabulary on the training contexts and questions (cached).
+        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (default: trained, cached).
         vocab_size: size of the vocabulary to train.
         lowercase: lower-case (uncased) vocabulary to train; a loaded one keeps its own.
         max_seq_length: tokens per window (special tokens included).
@@ -347,10 +328,10 @@ class QuestionAnsweringDataModule(TextDataModule):
                  test_file: str | None = None, predict_file: str | None = None, version_2_with_negative: bool = False,
                  tokenizer: str | None = None, vocab_size: int = 8192, lowercase: bool = True,
                  max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
-                 max_answer_length: int = 30, n_best_size: int = 20,
-                 null_score_diff_threshold: float = 0.0, split_seed: int = 0, pad_to_multiple_of: int | None = 8,
-                 cache_dir: str | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
-                 num_workers: int | None = None, seed: int = 0) -> None:
+                 max_answer_length: int = 30, n_best_size: int = 20, null_score_diff_threshold: float = 0.0,
+                 split_seed: int = 0, pad_to_multiple_of: int | None = 8, cache_dir: str | None = None,
+                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
+                 seed: int = 0) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         check_window(max_seq_length, doc_stride, max_query_length)
         if max_answer_length < 1 or n_best_size < 1:
@@ -368,10 +349,9 @@ class QuestionAnsweringDataModule(TextDataModule):
                             "(hf:squad, hf:squad_v2) or --data.train_file/validation_file")
         if source.startswith("hf:"):
             HubSpec.parse(source, example="hf:squad_v2")
-        for name, path in (("train_file", train_file), ("validation_file", validation_file), ("test_file", test_file),
-                           ("predict_file", predict_file)):
+        for split, path in {**files, "test": test_file, "predict": predict_file}.items():
             if path is not None and not Path(path).expanduser().is_file():
-                raise UserError(f"--data.{name} {path} does not exist: {_FILE_HINT}")
+                raise UserError(f"--data.{split}_file {path} does not exist: {_FILE_HINT}")
         if tokenizer is not None and not Path(tokenizer).expanduser().exists():
             raise UserError(f"--data.tokenizer {tokenizer} does not exist: pass a tokenizer.json, a vocab.txt or a "
                             "folder holding one")
@@ -418,8 +398,7 @@ class QuestionAnsweringDataModule(TextDataModule):
             return self._examples[split]
         origin = str(path) if path is not None else f"{self.source}[{split}]"
         examples = read_squad_file(path) if path is not None else self._hub_examples(split, origin)
-        check_examples(examples, origin, self.version_2_with_negative, labelled=split != "predict")
-        self._examples[split] = examples
+        self._examples[split] = check_examples(examples, origin, self.version_2_with_negative, split != "predict")
         return examples
 
     def _hub_examples(self, split: str, origin: str) -> list[QAExample]:
@@ -429,8 +408,8 @@ class QuestionAnsweringDataModule(TextDataModule):
         name = "validation" if split == "test" and "test" not in self._hub else split
         if name not in self._hub:
             raise UserError(f"the dataset {self.source} has no {split} split (it has {', '.join(self._hub)})")
-        columns = dict.fromkeys(("id", "question", "context", "answers"))
-        require_columns(self._hub[name].column_names, columns, self.source, f" in its {name} split")
+        require_columns(self._hub[name].column_names, dict.fromkeys(("id", "question", "context", "answers")),
+                        self.source, f" in its {name} split")
         return [_example(row, origin) for row in self._hub[name]]
 
     @property
@@ -494,9 +473,8 @@ class QuestionAnsweringDataModule(TextDataModule):
         if stage == "fit" and not self.has_split("train"):
             raise UserError("fit needs training data: pass --data.train_file (or use --data.source generated / hf:...)")
         splits = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
-        for split in splits.get(stage, []):
-            if self.has_split(split):
-                self.features(split)
+        for split in filter(self.has_split, splits.get(stage, [])):
+            self.features(split)
 
     def collator(self, positions: bool = True, index: bool = False) -> PadCollator:
         """Pads ``input_ids`` and ``token_type_ids``; stacks the positions and/or ``feature_index``."""

@@ -1,9 +1,5 @@
 """Token classification data (POS tagging, NER): readers, sub-token label alignment and the DataModule.
 
-Sources (``--data.source``): ``brown_pos`` (the bundled Brown corpus, its tags mapped to the 12 universal tags by
-:func:`brown_to_universal`) and ``ner_brown`` (:mod:`tfm.data.synthetic.brown_ner`), split by document; ``conll``
-(CoNLL-2003 style) and ``conllu`` files; ``hf:<name>[:<config>]`` (e.g. ``hf:conll2003``: ``tokens`` and ``ner_tags``).
-
 Batches: int64 ``input_ids``, ``token_type_ids``, ``attention_mask`` and ``labels`` ``(B, T)``. A word's label sits on
 its first sub-token, -100 on the others, ``[CLS]``, ``[SEP]`` and padding, so the scored positions are the sentence's
 words in order (:func:`tfm.metrics.entity_f1`); ``label_all_subtokens`` labels every sub-token (``B-X`` -> ``I-X``).
@@ -188,9 +184,8 @@ def read_hf_tagging(spec: str, word_column: str = "tokens",
         tag: Callable[[Any], str] = str if classes is None else classes.__getitem__
         rows = zip(d[word_column], d[tag_column])
         splits[split] = TaggedSplit([(list(w), [tag(i) for i in t]) for w, t in rows if len(w)], split)
-    for split in ("train", "validation"):
-        if split not in splits:
-            raise UserError(f"dataset {spec!r} has no {split} split (splits: {', '.join(ds.keys())})")
+    if missing := [s for s in ("train", "validation") if s not in splits]:
+        raise UserError(f"dataset {spec!r} has no {missing[0]} split (splits: {', '.join(ds.keys())})")
     return splits, names
 
 
@@ -279,19 +274,18 @@ class TokenClassificationDataModule(TextDataModule):
     """Batches for token classification (POS tagging, NER): see the module docstring.
 
     Args:
-        source: ``brown_pos``, ``ner_brown``, ``conll``, ``conllu`` or ``hf:<name>[:<config>]`` (or a folder).
+        source: ``brown_pos`` (Brown's tags as the 12 universal tags: :func:`brown_to_universal`), ``ner_brown``
+            (:mod:`tfm.data.synthetic.brown_ner`), ``conll``, ``conllu`` or ``hf:<name>[:<config>]`` (or a folder).
         train_file: training file of a ``conll`` / ``conllu`` source.
         validation_file: validation file of a ``conll`` / ``conllu`` source.
         test_file: test file of a ``conll`` / ``conllu`` source (optional).
         tag_column: the tag's column: an index for CoNLL (default -1, the last), an index or name for CoNLL-U
             (default ``upos``), a name for ``hf:`` (default ``ner_tags``).
         word_column: the words' column of an ``hf:`` dataset.
-        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one; default: a WordPiece
-            vocabulary trained on the training words (cached).
+        tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (default: trained, cached).
         vocab_size: size of the vocabulary to train.
         lowercase: lower-case (uncased) vocabulary to train; a loaded one keeps its own.
-        max_seq_length: sub-tokens per sentence with ``[CLS]`` and ``[SEP]``; longer ones are truncated (a warning
-            counts the words cut off).
+        max_seq_length: sub-tokens per sentence with ``[CLS]`` and ``[SEP]``; longer ones are truncated, with a warning.
         label_all_subtokens: label every sub-token (``B-X`` -> ``I-X`` after the first piece), not only the first.
         val_fraction: share of the Brown documents held out for validation (Brown sources).
         test_fraction: share of the Brown documents held out for testing (Brown sources).
@@ -299,7 +293,8 @@ class TokenClassificationDataModule(TextDataModule):
         max_sentences: use only the first sentences of each split (quick runs).
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
         cache_dir: cache folder (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
+        batch_size: training batch size per device.
+        eval_batch_size: evaluation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order seed.
     """
@@ -377,8 +372,7 @@ class TokenClassificationDataModule(TextDataModule):
             files = {split: f for split, f in self.files.items() if f is not None}
             splits = {split: reader(f, column, split) for split, f in files.items()}  # type: ignore[operator]
         for s in splits.values():
-            s.sentences = s.sentences[: self.max_sentences]
-            s.lines = s.lines[: self.max_sentences] if s.lines is not None else None
+            s.sentences, s.lines = s.sentences[: self.max_sentences], s.lines and s.lines[: self.max_sentences]
         if not splits["train"].sentences:
             raise UserError(f"the training split of {self.source} holds no sentences")
         if self._label_names is None:
@@ -462,17 +456,9 @@ class TokenClassificationDataModule(TextDataModule):
         for split in needed.get(stage, ()):
             self.encoded(split)
 
-    @property
-    def train_set(self) -> TaggedExamples:
-        return self.encoded("train")
-
-    @property
-    def val_set(self) -> TaggedExamples:
-        return self.encoded("validation")
-
-    @property
-    def test_set(self) -> TaggedExamples:
-        return self.encoded("test")
+    train_set = property(lambda self: self.encoded("train"))
+    val_set = property(lambda self: self.encoded("validation"))
+    test_set = property(lambda self: self.encoded("test"))
 
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(self.train_set, self.collator, collate=True)

@@ -1,4 +1,5 @@
-"""The generated span-QA set (``data/README.md``): template questions about tagged spans of the Brown corpus."""
+"""The generated span-QA set (``data/README.md``): template questions about tagged spans of the Brown corpus, and
+:class:`QAExample`, the question type of :mod:`tfm.data.qa`."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ import hashlib
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,9 +18,6 @@ from ...errors import UserError
 from ..loading import mix_seed
 from ..sources import SPLITS
 from ..text import BROWN, BrownDocument, detokenize, read_brown
-
-if TYPE_CHECKING:
-    from ..qa import QAExample
 
 GENERATED_FORMAT = 1  # bump when the generated set would come out differently for the same seed
 Sentence = Sequence[tuple[str, str]]
@@ -37,6 +34,19 @@ _QUOTES = {"``", "''", "`", "'"}
 _VERB = re.compile(r"(vb[dz]?|bed[z]?|bez|ber|hv[dz]|md|dod|doz)(\*)?$")
 _NAME_TAGS = ("np", "nps", "np$", "nps$")
 _FUNCTION_TAGS = ("in", "at", "cc", "cs", "to", "wdt", "wps", "wrb", "ppss", "pps", ",", "--", "(", ":", "``", "''")
+
+
+@dataclass
+class QAExample:
+    """One question about one context; ``answers``: ``(text, answer_start)`` pairs (the first labels training
+    windows, all count in evaluation); an unanswerable (v2) question has none and ``is_impossible``."""
+
+    id: str
+    question: str
+    context: str
+    answers: list[tuple[str, int]] = field(default_factory=list)
+    is_impossible: bool = False
+    title: str = ""
 
 
 @functools.cache
@@ -212,8 +222,6 @@ def generate_brown_qa(seed: int = 0, version_2_with_negative: bool = False, path
     template questions become contexts. ``version_2_with_negative`` adds one unanswerable question per context, made
     from another paragraph of the document (or of another document of the split); the answerable ones stay the same.
     """
-    from ..qa import QAExample
-
     docs = read_brown(path)
     order = sorted(range(len(docs)), key=lambda i: docs[i].id)
     random.Random(mix_seed(seed, GENERATED_FORMAT)).shuffle(order)
