@@ -102,11 +102,7 @@ class RawSplit:
         return len(self.texts)
 
     def select(self, picks: Sequence[int]) -> RawSplit:
-        def pick(values: list | None) -> Any:
-            return None if values is None else [values[i] for i in picks]
-
-        return RawSplit(pick(self.texts), pick(self.pairs), pick(self.labels), self.where, pick(self.rows),
-                        pick(self.ids))
+        return RawSplit(**{k: v if k == "where" or v is None else [v[i] for i in picks] for k, v in vars(self).items()})
 
 
 def read_table(path: str | Path, cache_dir: Path | None = None) -> dict[str, list[Any]]:
@@ -131,9 +127,8 @@ def _missing(v: Any) -> bool:
 
 
 def _texts(values: list[Any], where: str, column: str) -> list[str]:
-    for n, v in enumerate(values, 1):
-        if _missing(v) or not str(v).strip():
-            raise UserError(f"{where} row {n}: the text in column {column!r} is empty: fill it in or remove the row")
+    if (row := next((n for n, v in enumerate(values, 1) if _missing(v) or not str(v).strip()), None)) is not None:
+        raise UserError(f"{where} row {row}: the text in column {column!r} is empty: fill it in or remove the row")
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
@@ -146,9 +141,8 @@ def _class_name(v: Any, names: list[str]) -> Any:
 
 def read_split(ds: Any, where: str, text_column: str, pair_column: str | None, label_column: str | None,
                names: list[str] | None = None) -> RawSplit:
-    """Texts, pairs, label values (``label_column=None``: unlabelled) and ids (an ``id`` column) of a
-    ``datasets.Dataset`` or columns (``names``: a ClassLabel's, for its ids). A missing column or an empty text is one
-    line."""
+    """Texts, pairs, label values (``label_column=None``: unlabelled) and ids (an ``id`` column) of a ``Dataset`` or
+    columns (``names``: a ClassLabel's, for its ids); a missing column or an empty text: one line."""
     have = list(getattr(ds, "column_names", ds))
     require_columns(have, {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"},
                     where)
@@ -182,8 +176,7 @@ def read_predict_file(path: str | Path, text_column: str, pair_column: str | Non
         split = read_split(read_table(path, cache_dir), str(path), text_column, pair_column, None)
         split.ids = split.ids or [str(r) for r in split.rows]
         return split
-    lines = [(n, line) for n, line in text_lines(path) if line.strip()]
-    if not lines:
+    if not (lines := [(n, line) for n, line in text_lines(path) if line.strip()]):
         raise UserError(f"--data.predict_file {path} holds no text")
     rows, texts, pairs = [n for n, _ in lines], [line for _, line in lines], None
     if pair_column is not None:
@@ -238,9 +231,8 @@ def infer_problem_type(values: Sequence[Any]) -> str:
 
 def label_name(v: Any) -> str:
     """A single-label value as its name: ``3``, ``3.0`` and ``"3"`` are ``"3"``."""
-    if isinstance(v, (float, np.floating)) and float(v).is_integer():
-        return str(int(v))
-    return str(int(v)) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else str(v).strip()
+    whole = isinstance(v, (float, np.floating)) and float(v).is_integer()
+    return str(int(v)) if whole or _is_int_like(v) and not isinstance(v, str) else str(v).strip()
 
 
 def label_names_of(v: Any) -> list[str]:
@@ -331,27 +323,30 @@ class TextClassificationDataModule(TextDataModule):
         source: ``fortunes`` (bundled: 14 topics, split 80/10/10 stratified), a CSV / TSV / JSON / JSONL / Parquet /
             Arrow file (split the same way), a folder of ``train.*`` (and ``validation.*`` / ``dev.*``, ``test.*``)
             files or one written by ``save_to_disk``, or ``hf:<name>[:<config>]`` (e.g. ``hf:glue:sst2``).
-        train_file, validation_file, test_file: data files instead of ``source``. No validation file: it is split
-            off the training file; no test file (or one of hidden labels, as GLUE's): the validation split tests.
+        train_file: a data file instead of ``source``; labels and the vocabulary come from it.
+        validation_file: default: split off the training file.
+        test_file: default (or one of hidden labels, as GLUE's): the validation split tests.
         predict_file: texts to predict, one a line (pairs: tab-separated), or a table; default: the test split.
-        text_column, text_pair_column: the text and the optional second text of a pair.
-        label_column: a name or integer (single-label), a list of names or ``;``-joined names (multi-label), or a
-            number (regression).
+        text_column: the column of the texts.
+        text_pair_column: the column of a pair's second texts.
+        label_column: names or integers (single-label), lists of names or ``;``-joined names (multi-label), numbers.
         problem_type: ``single_label``, ``multi_label`` or ``regression``; default: from the data.
         tokenizer: a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding one (a pretraining run's);
             default: train a WordPiece vocabulary on the training texts (cached).
-        vocab_size, lowercase: of the vocabulary to train.
+        vocab_size: size of the vocabulary to train.
+        lowercase: whether the vocabulary to train is uncased.
         max_seq_length: tokens per example with ``[CLS]`` and ``[SEP]``; longer texts are truncated, longer first.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
-        val_fraction, test_fraction: shares held out when a split is made from the training data.
+        val_fraction: share held out for validation when splits are made from the training data.
+        test_fraction: share held out for testing, likewise.
         split_seed: seed of those splits.
         cache_dir: cache folder of tokenizers and read files (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        streaming: read the training split of a ``hf:`` or ``save_to_disk`` dataset as it is trained on: blocks of
-            rows shuffled from ``(seed, epoch, block)``, resumed exactly. The validation split (needed) and the test
-            split are read whole; label names come from a ClassLabel, else from the validation split; a vocabulary
-            is trained on the stream's first 100,000 rows.
+        streaming: read the training split of a ``hf:`` or ``save_to_disk`` dataset as trained on: blocks shuffled
+            from ``(seed, epoch, block)``, resumed exactly; validation (needed) and test read whole; label names from
+            a ClassLabel, else the validation split; the vocabulary from the stream's first 100,000 rows.
         stream_block_size: rows per shuffled block of a stream (larger: better mixed, more memory).
-        batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
+        batch_size: training batch size per device.
+        eval_batch_size: evaluation batch size (default: ``batch_size``).
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order seed (runs resume with exactly the same batches).
     """
@@ -366,30 +361,29 @@ class TextClassificationDataModule(TextDataModule):
                  batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
                  seed: int = 0) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
-        if problem_type is not None and problem_type not in PROBLEM_TYPES:
-            raise UserError(f"--data.problem_type {problem_type!r} is unknown: choose single_label, multi_label or "
-                            "regression (or leave it unset)")
-        for name, p in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= p < 1.0:
-                raise UserError(f"--data.{name} {p} is not in [0, 1)")
-        if val_fraction + test_fraction >= 1.0:
-            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no "
-                            "training data")
-        if max_seq_length < (least := 5 if text_pair_column else 3):
-            needs = "[CLS] A [SEP] B [SEP]" if text_pair_column else "[CLS] text [SEP]"
-            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: {needs} needs at least {least}")
-        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
-            raise UserError(f"--data.pad_to_multiple_of {pad_to_multiple_of} must be at least 1 (or null)")
-        if train_file is None and (validation_file or test_file):
-            raise UserError("--data.validation_file and --data.test_file need --data.train_file (labels and the "
-                            "vocabulary come from it)")
+        least, needs = (5, "[CLS] A [SEP] B [SEP]") if text_pair_column else (3, "[CLS] text [SEP]")
         table, vocab = "a CSV, TSV, JSON or JSON-lines file", "a tokenizer.json, a vocab.txt or a folder holding one"
         files = {"train_file": (train_file, table), "validation_file": (validation_file, table),
                  "test_file": (test_file, table), "tokenizer": (tokenizer, vocab),
                  "predict_file": (predict_file, "a text file (one text a line) or a CSV/TSV/JSON/JSONL file")}
-        for option, (f, kind) in files.items():
-            if f is not None and not Path(f).expanduser().exists():
-                raise UserError(f"--data.{option} {f} does not exist: pass {kind}")
+        for mistake, message in (
+            (problem_type is not None and problem_type not in PROBLEM_TYPES, (f"--data.problem_type {problem_type!r} "
+             "is unknown: choose single_label, multi_label or regression (or leave it unset)")),
+            *((not 0.0 <= p < 1.0, f"--data.{name} {p} is not in [0, 1)")
+              for name, p in (("val_fraction", val_fraction), ("test_fraction", test_fraction))),
+            (val_fraction + test_fraction >= 1.0,
+             f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no training data"),
+            (max_seq_length < least,
+             f"--data.max_seq_length {max_seq_length} is too short: {needs} needs at least {least}"),
+            (pad_to_multiple_of is not None and pad_to_multiple_of < 1,
+             f"--data.pad_to_multiple_of {pad_to_multiple_of} must be at least 1 (or null)"),
+            (train_file is None and (validation_file or test_file), ("--data.validation_file and --data.test_file "
+             "need --data.train_file (labels and the vocabulary come from it)")),
+            *((f is not None and not Path(f).expanduser().exists(), f"--data.{option} {f} does not exist: pass {kind}")
+              for option, (f, kind) in files.items()),
+        ):
+            if mistake:
+                raise UserError(message)
         self.source, self.train_file, self.validation_file = source, train_file, validation_file
         self.test_file, self.predict_file = test_file, predict_file
         self.text_column, self.text_pair_column = text_column, text_pair_column
@@ -398,19 +392,16 @@ class TextClassificationDataModule(TextDataModule):
         self.max_seq_length, self.pad_to_multiple_of = max_seq_length, pad_to_multiple_of
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.cache_dir, self.streaming, self.stream_block_size = cache_root(cache_dir), streaming, stream_block_size
+        self.folder = self.cache_dir / "classification"  # read files
         self._kind = self._check_source() if train_file is None else "files"
         if streaming and self._kind not in ("hf", "disk"):
             raise UserError(f"--data.streaming reads hf: datasets and save_to_disk folders, not {train_file or source}")
-        self._raw: dict[str, RawSplit] | None = None
         self._info: dict[str, Any] = {}  # what the source says of its labels: ``names``, ``problem_type``
-        self._labels: dict[str, np.ndarray] = {}
         self._encoded: dict[str, EncodedTexts] = {}
-        self._predict_raw: RawSplit | None = None
         self._hidden_test: RawSplit | None = None
 
     def _check_source(self) -> str:
-        """What ``source`` is (reads nothing): ``fortunes``, ``hf``, ``disk`` (saved), ``folder`` (of split files) or
-        ``file``."""
+        """What ``source`` is (reads nothing): ``fortunes``, ``hf``, ``disk`` (saved), ``folder`` or ``file``."""
         src, path = self.source, Path(self.source).expanduser()
         if src == "fortunes":
             if not FORTUNES.is_file():
@@ -453,12 +444,12 @@ class TextClassificationDataModule(TextDataModule):
             files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
         else:
             files = _split_files(Path(self.source).expanduser()) if self._kind == "folder" else {"all": self.source}
-        cache = self.cache_dir / "classification"
-        return {s: read_split(read_table(f, cache), str(f), *columns) for s, f in files.items() if f is not None}
+        return {s: read_split(read_table(f, self.folder), str(f), *columns) for s, f in files.items() if f is not None}
 
-    def _load(self) -> None:
-        if self._raw is not None:
-            return
+    @cached_property
+    def raw_splits(self) -> dict[str, RawSplit]:
+        """``train``, ``validation`` and ``test`` as read (texts, pairs, label values; streamed: no ``train``), on first
+        use: the problem type, label names and label ids are found with them."""
         raw = self._read()
         if set(raw) == {"train"}:  # a training file alone is split as one source
             raw = {"all": raw["train"]}
@@ -484,7 +475,7 @@ class TextClassificationDataModule(TextDataModule):
                                 "raise --data.val_fraction/--data.test_fraction")
         self._label_names = self._names([raw[s] for s in (["train", *made] if "train" in raw else ["validation"])])
         self._labels = {split: self._label_array(s, split) for split, s in raw.items()}
-        self._raw = raw
+        return raw
 
     def _check_labelled(self, split: RawSplit, name: str) -> None:
         """An empty label is one line naming the row (but multi-label: none of the labels applies)."""
@@ -534,21 +525,15 @@ class TextClassificationDataModule(TextDataModule):
         return hot
 
     @property
-    def raw_splits(self) -> dict[str, RawSplit]:
-        """``train``, ``validation`` and ``test`` as read (texts, pairs, label values; streamed: no ``train``)."""
-        self._load()
-        return self._raw  # type: ignore[return-value]
-
-    @property
     def problem_type(self) -> str:
         """``single_label``, ``multi_label`` or ``regression`` (given, or found in the data)."""
-        self._load()
+        self.raw_splits  # noqa: B018
         return self._problem_type
 
     @property
     def label_names(self) -> list[str]:
         """The labels in id order (regression: the label column's name)."""
-        self._load()
+        self.raw_splits  # noqa: B018
         return list(self._label_names)
 
     @property
@@ -594,19 +579,15 @@ class TextClassificationDataModule(TextDataModule):
             self._encoded[split] = EncodedTexts(ds)
         return self._encoded[split]
 
-    @property
+    @cached_property
     def predict_raw(self) -> RawSplit:
         """The texts to predict: ``predict_file``'s, else the test split's (a test split of hidden labels, as GLUE's,
         rather than the validation split tested in its place)."""
-        if self._predict_raw is None and self.predict_file is not None:
-            cache = self.cache_dir / "classification"
-            self._predict_raw = read_predict_file(self.predict_file, self.text_column, self.text_pair_column, cache)
-        elif self._predict_raw is None:
-            self._load()
-            test = self._hidden_test or self.raw_splits["test"]
-            ids = test.ids or [str(i) for i in range(len(test))]
-            self._predict_raw = RawSplit(test.texts, test.pairs, None, test.where, test.rows, ids)
-        return self._predict_raw
+        if self.predict_file is not None:
+            return read_predict_file(self.predict_file, self.text_column, self.text_pair_column, self.folder)
+        test = self.raw_splits["test"] if self._hidden_test is None else self._hidden_test
+        return RawSplit(test.texts, test.pairs, None, test.where, test.rows,
+                        test.ids or [str(i) for i in range(len(test))])
 
     @property
     def predict_texts(self) -> list[str] | list[tuple[str, str]]:
@@ -616,8 +597,7 @@ class TextClassificationDataModule(TextDataModule):
 
     @property
     def predict_ids(self) -> list[str]:
-        """A name for each predicted row: the file's ``id`` column, its line or row number, or the index in the test
-        split."""
+        """A name for each predicted row: the file's ``id`` column, its line or row number, or its test split index."""
         return list(self.predict_raw.ids or [str(r) for r in self.predict_raw.rows])
 
     def prepare_data(self) -> None:
@@ -626,9 +606,8 @@ class TextClassificationDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         pads = {"input_ids": self.pad_token_id, "token_type_ids": 0}
         self.collator = PadCollator(pads, ["labels"], self.pad_to_multiple_of, self.max_seq_length)
-        stages = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
-                  "predict": ("predict",)}
-        for split in stages.get(stage, SPLITS):
+        for split in {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
+                      "predict": ("predict",)}.get(stage, SPLITS):
             if not (self.streaming and split == "train"):
                 self.encoded(split)
 
@@ -671,4 +650,3 @@ class TextClassificationDataModule(TextDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.eval_loader(self.predict_set, self.collator, collate=True)
-

@@ -10,6 +10,7 @@ import hashlib
 import math
 import random
 import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
@@ -27,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
 from .sources import (
+    SPLITS,
     TABLE_FILES,
     HubSpec,
     build_cached,
@@ -56,8 +59,8 @@ from .tokenizers import (
 
 BIBLE = Path(__file__).resolve().parents[2] / "data" / "bible_en_es" / "bible_en_es.tsv.gz"
 BIBLE_LANGS = ("en", "es")
-SPLITS = ("train", "validation", "test")
 FILE_SOURCES = ("tsv", "jsonl")
+SIDES = ("source_column", "target_column")  # the options naming the two texts' columns
 
 
 def normalize_text(text: str) -> str:
@@ -118,8 +121,7 @@ def split_books(sizes: dict[str, int], val_fraction: float = 0.05, test_fraction
     """Books of each split (in the order of ``sizes``): validation, then test, take the seeded shuffled books until
     they hold 95% of their share of the pairs, passing over a book that would take them beyond 110%."""
     books = list(sizes)
-    shuffled = books[:]
-    random.Random(mix_seed(seed, 0xB1B1E)).shuffle(shuffled)
+    random.Random(mix_seed(seed, 0xB1B1E)).shuffle(shuffled := books[:])
     total = sum(sizes.values())
     chosen: dict[str, str] = {}
     for split, fraction in (("validation", val_fraction), ("test", test_fraction)):
@@ -176,26 +178,15 @@ class Pairs:
         _refuse(not len(ds), empty or f"{where} holds no sentence pairs")
         return cls(ds, where, path.stem)
 
-    @property
-    def has_target(self) -> bool:
-        return "tgt_text" in self.ds.column_names
+    has_target = property(lambda self: "tgt_text" in self.ds.column_names)
+    src = property(lambda self: list(self.texts("src_text")))
+    tgt = property(lambda self: list(self.texts("tgt_text")) if self.has_target else None)
+    rows = property(lambda self: list(self.texts("row")))
 
     def texts(self, column: str) -> Iterator[Any]:
         """A column's values, read 10,000 at a time."""
         for batch in self.ds.select_columns([column]).iter(batch_size=10_000):
             yield from batch[column]
-
-    @property
-    def src(self) -> list[str]:
-        return list(self.texts("src_text"))
-
-    @property
-    def tgt(self) -> list[str] | None:
-        return list(self.texts("tgt_text")) if self.has_target else None
-
-    @property
-    def rows(self) -> list[int]:
-        return list(self.texts("row"))  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.ds)
@@ -226,15 +217,13 @@ def _file_rows(path: Path, columns: dict[str, str], kind: str, cache_dir: Path) 
 
 def _text(value: Any, where: str, column: str) -> str:
     text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else normalize_text(str(value))
-    if not text:
-        raise UserError(f"{where}: the {column!r} text is empty: fill it in or remove the line")
+    _refuse(not text, f"{where}: the {column!r} text is empty: fill it in or remove the line")
     return text
 
 
 def read_pair_file(path: str | Path, columns: list[str], fmt: str, folder: Path) -> Pairs:
-    """The texts of ``columns`` (source and target, or the source alone) of a table file (see
-    :func:`~tfm.data.sources.read_records`; ``fmt`` for other suffixes: ``txt`` is one sentence a line), read line by
-    line into an Arrow file in ``folder``; a mistake names the file and line."""
+    """The texts of ``columns`` (source and target, or the source alone) of a table file (``fmt`` for other suffixes:
+    ``txt``, one sentence a line), read line by line into an Arrow file in ``folder``; a mistake names its line."""
     path = Path(path).expanduser()
     kind = file_kind(path) if file_kind(path) in TABLE_FILES else fmt
 
@@ -242,7 +231,7 @@ def read_pair_file(path: str | Path, columns: list[str], fmt: str, folder: Path)
         if kind == "txt":  # sentences to translate, one a line
             rows = (("line", n, {columns[0]: line}) for n, line in text_lines(path) if normalize_text(line))
         else:
-            rows = read_records(path, dict(zip(columns, ("source_column", "target_column"))), folder / "datasets", kind)
+            rows = read_records(path, dict(zip(columns, SIDES)), folder / "datasets", kind)
         for unit, n, record in rows:
             where = f"{path} {unit} {n}"
             if missing := [c for c in columns if c not in record]:
@@ -271,7 +260,7 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
                     f"{missing!r} (columns: {', '.join(d.column_names)}): set "
                     "--data.source_column/--data.target_column")
             first = d[0]["translation"] if len(d) else {}
-            for c, option in zip(both, ("source_column", "target_column")):
+            for c, option in zip(both, SIDES):
                 _refuse(c not in first, f"dataset {spec!r} has no {c!r} text (translation languages: "
                         f"{', '.join(first) or 'none'}): set --data.source_lang/--data.target_lang or --data.{option}")
 
@@ -281,8 +270,6 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
                 kept += 1
                 yield {"src_text": a, "tgt_text": b, "row": n}
             if kept < len(d):
-                from lightning.pytorch.utilities import rank_zero_warn
-
                 rank_zero_warn(f"{len(d) - kept} pairs of the {split!r} split of {spec} have an empty text and are "
                                "skipped")
 
@@ -423,19 +410,17 @@ class TranslationDataModule(ResumableDataModule):
 
     Args:
         source: ``bible`` (30,270 KJV / Reina-Valera 1909 verse pairs, split by book), ``tsv`` or ``jsonl`` (files
-            named by ``train_file`` ...), or ``hf:<name>[:<config>]`` (``hf:opus_books:en-es``: ``translation``
-            dicts or the two columns; pairs with an empty side skipped).
+            named by ``train_file`` ...), or ``hf:<name>[:<config>]`` (``translation`` dicts or the two columns).
         source_lang: the language translated from (the Bible: ``en`` or ``es``; else the default source column).
         target_lang: the language translated into.
-        train_file: training pairs for ``tsv`` / ``jsonl``: a TSV with a header row (no quoting), JSON lines,
-            ``.csv``, ``.json``, ``.parquet`` or ``.arrow`` (``.gz`` decompressed).
+        train_file: training pairs: TSV with a header row (no quoting), JSON lines, CSV, JSON, Parquet or Arrow.
         validation_file: validation pairs; default: ``val_fraction`` of the training pairs.
         test_file: test pairs; default: the validation split.
         predict_file: sentences to translate, one a line (or a pairs file); default: the test split's sources.
         source_column: the source texts' column in files or a dataset (default: ``source_lang``).
         target_column: the target texts' column (default: ``target_lang``).
-        tokenizer: a saved tokenizer (a run folder or its ``tokenizer.json``; a ``target_tokenizer.json`` beside it
-            makes the vocabularies separate); default: a BPE vocabulary trained on the training pairs (cached).
+        tokenizer: a run folder or its ``tokenizer.json`` (with ``target_tokenizer.json``: separate vocabularies);
+            default: a BPE vocabulary trained on the training pairs (cached).
         joint_vocab: one vocabulary for both languages (else one per side) when training one.
         vocab_size: tokens per trained vocabulary (4 special and 256 byte-fallback tokens included).
         max_source_length: longest ``x [END]`` in tokens: longer training pairs dropped, other lines truncated.
@@ -449,8 +434,8 @@ class TranslationDataModule(ResumableDataModule):
         tokenizer_sample_bytes: train the vocabulary on a seeded sample of the training pairs of about this many bytes.
         cache_dir: cache of tokenizers and prepared pairs (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
         num_proc: tokenising processes; None: one per CPU (at most 8) for 10,000 pairs or more, else one.
-        streaming: read the training pairs of a ``hf:`` dataset or a file as trained on (``datasets`` streaming), in
-            blocks shuffled and packed from ``(seed, epoch, block)``, resumed exactly; validation and test read whole.
+        streaming: read the training pairs of a ``hf:`` dataset or a file as trained on, in blocks shuffled from
+            ``(seed, epoch, block)``, resumed exactly; validation and test read whole.
         stream_block_size: pairs per shuffled block of a stream (larger: better mixed, more memory).
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: training batch order seed (runs resume with exactly the same batches).
@@ -491,8 +476,8 @@ class TranslationDataModule(ResumableDataModule):
                         f"--data.{option} {lang!r} is not a language of the bundled Bible: choose en or es")
             _refuse(source_column is not None or target_column is not None,
                     "--data.source_column/--data.target_column apply to files and datasets, not to the bundled Bible")
-        _refuse((source_column or source_lang) == (target_column or target_lang),
-                f"the source and the target are both {source_column or source_lang!r}: set "
+        self.columns = [source_column or source_lang, target_column or target_lang]
+        _refuse(self.columns[0] == self.columns[1], f"the source and the target are both {self.columns[0]!r}: set "
                 "--data.source_lang/--data.target_lang (or the columns) to two languages")
         _refuse(predict_file is not None and not Path(predict_file).expanduser().is_file(),
                 f"--data.predict_file {predict_file} does not exist: pass a text file (one sentence a line) or a "
@@ -515,8 +500,6 @@ class TranslationDataModule(ResumableDataModule):
                                                      f"{val_fraction + test_fraction} leaves no training pairs")
         self.source, self.source_lang, self.target_lang, self.files = source, source_lang, target_lang, files
         self.predict_file, self.num_proc, self.streaming = predict_file, num_proc, streaming
-        self.columns = [source_column or source_lang, target_column or target_lang]
-        self.source_column, self.target_column = self.columns
         self.tokenizer_path, self.joint_vocab, self.vocab_size = tokenizer, joint_vocab, vocab_size
         self.max_source_length, self.max_target_length = max_source_length, max_target_length
         self.max_tokens, self.eval_max_tokens = max_tokens, eval_max_tokens or max_tokens
@@ -534,8 +517,8 @@ class TranslationDataModule(ResumableDataModule):
         """``train``, ``validation`` and ``test`` pairs as read (normalised, before length filtering)."""
         if self.source == "bible":
             verses = read_bible(BIBLE)
-            sizes = dict(Counter(v.book for v in verses))
-            self._books = split_books(sizes, self.val_fraction, self.test_fraction, self.split_seed)
+            self._books = split_books(Counter(v.book for v in verses), self.val_fraction, self.test_fraction,
+                                      self.split_seed)
             raw = {}
             for split, books in self._books.items():
                 picked = [v for v in verses if v.book in set(books)]
@@ -573,8 +556,6 @@ class TranslationDataModule(ResumableDataModule):
         if self.tokenizer_path is not None:
             tok, target = load_bpe_tokenizers(self.tokenizer_path)
             if (target is not None) == self.joint_vocab:
-                from lightning.pytorch.utilities import rank_zero_warn
-
                 found = "separate source and target vocabularies" if target is not None else "one joint vocabulary"
                 rank_zero_warn(f"--data.tokenizer {self.tokenizer_path} holds {found}: used as saved "
                                f"(--data.joint_vocab={self.joint_vocab} is ignored)")
@@ -595,42 +576,15 @@ class TranslationDataModule(ResumableDataModule):
             where = {"bible": BIBLE, **dict.fromkeys(FILE_SOURCES, self.files["train"])}.get(self.source, self.source)
             raise UserError(f"{e} ({where})") from None
 
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The source tokenizer (the joint one with ``joint_vocab``)."""
-        return self.tokenizers[0]
-
-    @property
-    def target_tokenizer(self) -> Tokenizer:
-        return self.tokenizers[1]
-
-    @property
-    def joint(self) -> bool:
-        """Whether source and target share one vocabulary (as trained, or as loaded)."""
-        return self.tokenizer is self.target_tokenizer
-
-    @property
-    def tokenizer_vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def target_vocab_size(self) -> int | None:
-        """The target vocabulary's size; None with a joint vocabulary (the model then shares its embeddings)."""
-        return None if self.joint else self.target_tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return bpe_special_ids(self.tokenizer)["[PAD]"]
-
-    @property
-    def bos_token_id(self) -> int:
-        """``[START]``: the decoder's first input."""
-        return bpe_special_ids(self.tokenizer)["[START]"]
-
-    @property
-    def eos_token_id(self) -> int:
-        """``[END]``: closes every source and target."""
-        return bpe_special_ids(self.tokenizer)["[END]"]
+    tokenizer = property(lambda self: self.tokenizers[0], doc="The source tokenizer (the joint one with joint_vocab).")
+    target_tokenizer = property(lambda self: self.tokenizers[1])
+    joint = property(lambda self: self.tokenizer is self.target_tokenizer, doc="One vocabulary for both sides.")
+    tokenizer_vocab_size = property(lambda self: self.tokenizer.get_vocab_size())
+    target_vocab_size = property(lambda self: None if self.joint else self.target_tokenizer.get_vocab_size(),
+                                 doc="The target vocabulary's size; None with a joint one (embeddings shared).")
+    pad_token_id = property(lambda self: bpe_special_ids(self.tokenizer)["[PAD]"])
+    bos_token_id = property(lambda self: bpe_special_ids(self.tokenizer)["[START]"], doc="The decoder's first input.")
+    eos_token_id = property(lambda self: bpe_special_ids(self.tokenizer)["[END]"], doc="Closes sources and targets.")
 
     def save_tokenizer(self, folder: str | Path) -> Path:
         """``tokenizer.json`` (and ``target_tokenizer.json`` for separate vocabularies) in ``folder``; its path."""
@@ -683,15 +637,11 @@ class TranslationDataModule(ResumableDataModule):
             _refuse(self.dropped_pairs == len(full),
                     f"no training pair of {pairs.where} fits {limits.replace(' / ', ' and ')}")
             if self.dropped_pairs:
-                from lightning.pytorch.utilities import rank_zero_info
-
                 rank_zero_info(f"{self.dropped_pairs} of {len(full)} training pairs are longer than {limits} tokens: "
                                "left out")
             self._encoded[split] = EncodedPairs(ds, full.picks[~too_long])
         else:
             if too_long.any():
-                from lightning.pytorch.utilities import rank_zero_warn
-
                 whole = " (the references stay whole)" if full.has_target else ""
                 rank_zero_warn(f"{int(too_long.sum())} of the {len(too_long)} {split} lines ({pairs.where}) are longer "
                                f"than {limits} tokens: truncated{whole}")
@@ -703,23 +653,14 @@ class TranslationDataModule(ResumableDataModule):
         self.tokenizer  # noqa: B018  (trains and caches the vocabulary once, before DDP ranks need it)
 
     def setup(self, stage: str) -> None:
-        wanted = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
-                  "predict": ("predict",)}.get(stage, SPLITS)
-        for split in wanted:
+        for split in {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
+                      "predict": ("predict",)}.get(stage, SPLITS):
             if split != "train" or not self.streaming:
                 self.encoded(split)
 
-    @property
-    def train_set(self) -> EncodedPairs:
-        return self.encoded("train")
-
-    @property
-    def val_set(self) -> EncodedPairs:
-        return self.encoded("validation")
-
-    @property
-    def test_set(self) -> EncodedPairs:
-        return self.encoded("test")
+    train_set = property(lambda self: self.encoded("train"))
+    val_set = property(lambda self: self.encoded("validation"))
+    test_set = property(lambda self: self.encoded("test"))
 
     # --- loaders ------------------------------------------------------------------------------------------------
     def batch_sampler(self, split: str, replicas: int | None = None, rank: int = 0) -> TokenBatchSampler:
@@ -759,8 +700,6 @@ class TranslationDataModule(ResumableDataModule):
         return self._split_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        import warnings
-
         # Lightning warns that it cannot set drop_last on a custom batch sampler: this one drops nothing
         warnings.filterwarnings("ignore", message="You are using a custom batch sampler `TokenBatchSampler` for "
                                 "prediction")
@@ -774,7 +713,7 @@ class TranslationDataModule(ResumableDataModule):
         if self.source.startswith("hf:"):
             streams = load_splits(self.source, streaming=True)
         else:
-            read = {"columns": dict(zip(self.columns, ("source_column", "target_column"))), "kind": self.source,
+            read = {"columns": dict(zip(self.columns, SIDES)), "kind": self.source,
                     "cache_dir": self.folder / "datasets"}
             streams = datasets.IterableDatasetDict({split: datasets.IterableDataset.from_generator(
                 _file_rows, gen_kwargs={"path": Path(f).expanduser(), **read}) for split, f in self.files.items() if f})
