@@ -9,4 +9,5 @@ from .tagging import TokenClassificationDataModule
 from .translation import TranslationDataModule
 
 __all__ = ["BertPretrainingDataModule", "DetectionDataModule", "ImageDataModule", "QuestionAnsweringDataModule",
-           "SegmentationDataModule", "TextClassificationDataModule", "TokenClassificationDataModule", "TranslationDataModule"]
+           "SegmentationDataModule", "TextClassificationDataModule", "TokenClassificationDataModule",
+           "TranslationDataModule"]
