@@ -25,6 +25,7 @@ from .loading import ArrowRows, PadCollator, mix_seed
 from .sources import (
     SPLIT_ALIASES,
     SPLITS,
+    STAGE_SPLITS,
     TABLE_FILES,
     HubSpec,
     file_kind,
@@ -606,8 +607,7 @@ class TextClassificationDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         pads = {"input_ids": self.pad_token_id, "token_type_ids": 0}
         self.collator = PadCollator(pads, ["labels"], self.pad_to_multiple_of, self.max_seq_length)
-        for split in {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
-                      "predict": ("predict",)}.get(stage, SPLITS):
+        for split in STAGE_SPLITS.get(stage, SPLITS):
             if not (self.streaming and split == "train"):
                 self.encoded(split)
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..errors import UserError
 from ..metrics import SQuADv2, squad_v1_metrics, squad_v2_metrics
 from .loading import PadCollator
-from .sources import SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
+from .sources import SPLITS, STAGE_SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
 from .synthetic.brown_qa import GENERATED_FORMAT, QAExample, generate_brown_qa
 from .text import BROWN
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
@@ -472,8 +472,7 @@ class QuestionAnsweringDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         if stage == "fit" and not self.has_split("train"):
             raise UserError("fit needs training data: pass --data.train_file (or use --data.source generated / hf:...)")
-        splits = {"fit": ["train", "validation"], "validate": ["validation"], "test": ["test"], "predict": ["predict"]}
-        for split in filter(self.has_split, splits.get(stage, [])):
+        for split in filter(self.has_split, STAGE_SPLITS.get(stage, ())):
             self.features(split)
 
     def collator(self, positions: bool = True, index: bool = False) -> PadCollator:

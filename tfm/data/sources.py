@@ -27,6 +27,8 @@ from typing import Any
 from ..errors import UserError
 
 SPLITS = ("train", "validation", "test")
+# the splits a Trainer stage reads
+STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "validation": ("validation", "validation_matched", "val", "valid", "dev"),

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import PadCollator, mix_seed
-from .sources import SPLITS, HubSpec, load_splits, require_columns
+from .sources import SPLITS, STAGE_SPLITS, HubSpec, load_splits, require_columns
 from .synthetic.brown_ner import Tagged, base_tag, brown_ner_corpus, sample_ner_split
 from .text import BROWN, read_brown
 from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
@@ -452,8 +452,7 @@ class TokenClassificationDataModule(TextDataModule):
     def setup(self, stage: str) -> None:
         self.collator = PadCollator({"input_ids": self.pad_token_id, "labels": -100}, (), self.pad_to_multiple_of,
                                     self.max_seq_length)
-        needed = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("test",)}
-        for split in needed.get(stage, ()):
+        for split in {**STAGE_SPLITS, "predict": ("test",)}.get(stage, ()):  # predict: the test split
             self.encoded(split)
 
     train_set = property(lambda self: self.encoded("train"))

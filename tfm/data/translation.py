@@ -30,6 +30,7 @@ from ..errors import UserError
 from .loading import ArrowRows, ResumableDataModule, TokenBatchSampler, mix_seed
 from .sources import (
     SPLITS,
+    STAGE_SPLITS,
     TABLE_FILES,
     HubSpec,
     build_cached,
@@ -653,8 +654,7 @@ class TranslationDataModule(ResumableDataModule):
         self.tokenizer  # noqa: B018  (trains and caches the vocabulary once, before DDP ranks need it)
 
     def setup(self, stage: str) -> None:
-        for split in {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",),
-                      "predict": ("predict",)}.get(stage, SPLITS):
+        for split in STAGE_SPLITS.get(stage, SPLITS):
             if split != "train" or not self.streaming:
                 self.encoded(split)
 
