@@ -4,7 +4,6 @@ regression targets. Held-out splits are drawn from ``split_seed``; batches are p
 
 from __future__ import annotations
 
-import hashlib
 import math
 import random
 import re
@@ -34,6 +33,7 @@ from .sources import (
     read_records,
     require_columns,
     require_train,
+    text_digest,
     text_lines,
 )
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
@@ -551,8 +551,7 @@ class TextClassificationDataModule(TextDataModule):
         else:
             train = self.raw_splits["train"]
         texts = [*train.texts, *(train.pairs or [])]
-        digest = hashlib.sha256(b"".join(t.encode("utf-8", "surrogatepass") + b"\x00" for t in texts)).hexdigest()
-        return wordpiece_tokenizer(lambda: texts, f"classification:{digest}", vocab_size=self.vocab_size,
+        return wordpiece_tokenizer(lambda: texts, f"classification:{text_digest(texts)}", vocab_size=self.vocab_size,
                                    lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
 
     @cached_property

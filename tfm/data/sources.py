@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -366,3 +367,11 @@ def _json_records(path: Path, kind: str | None) -> Iterator[tuple[str, int, dict
                         "objects")
     else:
         yield from (("row", n, r) for n, r in enumerate(data, 1))
+
+
+def text_digest(texts: Iterable[str]) -> str:
+    """A sha256 of texts, each ended by a NUL: what identifies a corpus (or a file's settings) for a cache."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()

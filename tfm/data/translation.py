@@ -44,6 +44,7 @@ from .sources import (
     quiet_fork,
     read_records,
     require_train,
+    text_digest,
     text_lines,
     write_records,
 )
@@ -165,7 +166,7 @@ class Pairs:
         columns = {"src_text": src, **({"tgt_text": tgt} if tgt is not None else {}),
                    "row": rows or list(range(1, len(src) + 1))}
         ds = datasets.Dataset.from_dict(columns, features=pair_features(tgt is not None))
-        return cls(ds, where, _digest(chain(src, tgt or ())))
+        return cls(ds, where, text_digest(chain(src, tgt or ())))
 
     @classmethod
     def written(cls, records: Callable[[], Iterable[dict[str, Any]]], where: str, path: Path, with_target: bool = True,
@@ -241,7 +242,7 @@ def read_pair_file(path: str | Path, columns: list[str], fmt: str, folder: Path)
             yield {**{name: _text(record[c], where, c) for name, c in zip(("src_text", "tgt_text"), columns)}, "row": n}
 
     stat = path.stat()
-    key = _digest([str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), kind, *columns])[:16]
+    key = text_digest([str(path.resolve()), str(stat.st_size), str(stat.st_mtime_ns), kind, *columns])[:16]
     return Pairs.written(records, str(path), folder / f"pairs-{key}.arrow", len(columns) == 2,
                          f"--data.predict_file {path} holds no text" if kind == "txt" else None)
 
@@ -274,7 +275,8 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
                 rank_zero_warn(f"{len(d) - kept} pairs of the {split!r} split of {spec} have an empty text and are "
                                "skipped")
 
-        key = _digest([spec, split, *both, d._fingerprint])[:16]  # the fingerprint: what datasets' own cache keys on
+        # the fingerprint: what datasets' own cache keys on
+        key = text_digest([spec, split, *both, d._fingerprint])[:16]
         out[split] = Pairs.written(records, f"{spec} [{split}]", folder / f"hf-{key}.arrow",
                                    empty=f"the {split!r} split of dataset {spec!r} holds no sentence pairs")
     return out
@@ -300,13 +302,6 @@ def _sample(pairs: Pairs, budget: int, seed: int) -> Pairs:
     return whole if len(rows) == len(pairs) else whole.select(rows.tolist())
 
 
-def _digest(texts: Iterable[str]) -> str:
-    h = hashlib.sha256()
-    for t in texts:
-        h.update(t.encode("utf-8", "surrogatepass") + b"\x00")
-    return h.hexdigest()
-
-
 # --- encoded pairs --------------------------------------------------------------------------------------------------
 def _encode_pairs(batch: dict[str, list], src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[str, list]:
     """A batch of pairs' token ids (no special tokens, whole: limits apply when they are read)."""
@@ -321,7 +316,7 @@ def encode_pairs(pairs: Pairs, src_tok: Tokenizer, tgt_tok: Tokenizer, folder: P
     processes) into an Arrow cache keyed by the pairs and the tokenizers, memory-mapped."""
     import datasets
 
-    key = _digest([pairs.key, src_tok.to_str(), tgt_tok.to_str()])[:16]
+    key = text_digest([pairs.key, src_tok.to_str(), tgt_tok.to_str()])[:16]
     ids = datasets.Sequence(datasets.Value("int32"))
     features = datasets.Features({**pair_features(pairs.has_target), "src": ids,
                                   **({"tgt": ids} if pairs.has_target else {})})
@@ -563,7 +558,7 @@ class TranslationDataModule(ResumableDataModule):
             return tok, target if target is not None else tok
         train = _sample(self.raw_splits["train"], self.tokenizer_sample_bytes, self.split_seed)
         sides = {"src": "src_text", "tgt": "tgt_text"}
-        digests = {k: _digest(train.texts(column)) for k, column in sides.items()}
+        digests = {k: text_digest(train.texts(column)) for k, column in sides.items()}
 
         def train_on(*keys: str) -> Tokenizer:
             keys = tuple(sorted(keys, key=lambda k: digests[k]))  # the same vocabulary for either direction
