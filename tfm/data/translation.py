@@ -6,6 +6,7 @@ of ~124 pairs, 4.1% padding). Texts are NFKC-normalised and stripped. The source
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import random
@@ -334,23 +335,30 @@ def encode_pairs(pairs: Pairs, src_tok: Tokenizer, tgt_tok: Tokenizer, folder: P
 
 
 class EncodedPairs(Dataset):
-    """A tokenised split read in place from its memory-mapped table: item ``i`` holds ``src`` and ``tgt`` (int32
-    tokens, at most ``limits``; no ``tgt`` to predict), the whole ``src_text`` / ``tgt_text`` and ``index``."""
+    """A tokenised table read in place (memory-mapped), or a split of its rows (:meth:`select`): item ``i`` holds
+    ``src`` and ``tgt`` (int32 tokens, at most ``limits``; no ``tgt`` to predict), the whole ``src_text`` /
+    ``tgt_text`` and ``index``."""
 
-    def __init__(self, ds: Any, picks: np.ndarray | None = None,
-                 limits: tuple[int | None, int | None] = (None, None)) -> None:
+    def __init__(self, ds: Any) -> None:
         import pyarrow.compute as pc
 
         self.has_target = "tgt" in ds.column_names
         self.table = ArrowRows(ds, ["src", "src_text", *(["tgt", "tgt_text"] if self.has_target else [])])
-        self.picks = np.arange(len(ds)) if picks is None else picks  # the table's rows in the split
-        self.limits = dict(zip(("src", "tgt"), limits))
+        self.picks = np.arange(len(ds))  # the table's rows in the split (:meth:`select`)
+        self.limits: dict[str, int | None] = {"src": None, "tgt": None}
         columns = ds.with_format("arrow")[:]
         self.full = {side: pc.list_value_length(columns.column(side)).to_numpy().astype(np.int64)
                      for side in self.limits if side in ds.column_names}
 
     def __len__(self) -> int:
         return len(self.picks)
+
+    def select(self, picks: np.ndarray | None, limits: tuple[int | None, int | None] = (None, None)) -> EncodedPairs:
+        """The rows ``picks`` of the table (None: all), within ``limits``: the table and its lengths shared."""
+        out = copy.copy(self)
+        out.picks = self.picks if picks is None else picks
+        out.limits = dict(zip(("src", "tgt"), limits))
+        return out
 
     def side_lengths(self, side: str) -> np.ndarray:
         """Positions of each item's ``src`` (``x [END]``) or ``tgt`` (``[START] y``), within the limits."""
@@ -505,6 +513,7 @@ class TranslationDataModule(ResumableDataModule):
         self.folder = self.cache_dir / "translation"  # prepared pairs
         self._books: dict[str, list[str]] | None = None
         self._encoded: dict[str, EncodedPairs] = {}
+        self._tables: dict[str, EncodedPairs] = {}  # each encoded table, by the key of its pairs
         self.dropped_pairs = 0  # training pairs over the length limits
 
     # --- reading (on first use: the CLI reads the vocabulary size before setup) ----------------------------------
@@ -620,9 +629,12 @@ class TranslationDataModule(ResumableDataModule):
         if split in self._encoded:
             return self._encoded[split]
         pairs = self.predict_pairs if split == "predict" else self.raw_splits[split]
-        # a selection (training and held-out pairs of one file) reads the table of the whole, encoded once
-        ds = encode_pairs(pairs.base or pairs, self.tokenizer, self.target_tokenizer, self.folder, self.num_proc)
-        full = EncodedPairs(ds, pairs.picks)
+        # a selection (training and held-out pairs of one file) reads the table of the whole, encoded and opened once
+        base = pairs.base or pairs
+        if base.key not in self._tables:
+            ds = encode_pairs(base, self.tokenizer, self.target_tokenizer, self.folder, self.num_proc)
+            self._tables[base.key] = EncodedPairs(ds)
+        full = self._tables[base.key].select(pairs.picks)
         too_long = full.side_lengths("src") > self.max_source_length
         if full.has_target:
             too_long |= full.side_lengths("tgt") > self.max_target_length
@@ -635,14 +647,14 @@ class TranslationDataModule(ResumableDataModule):
             if self.dropped_pairs:
                 rank_zero_info(f"{self.dropped_pairs} of {len(full)} training pairs are longer than {limits} tokens: "
                                "left out")
-            self._encoded[split] = EncodedPairs(ds, full.picks[~too_long])
+            self._encoded[split] = full.select(full.picks[~too_long])
         else:
             if too_long.any():
                 whole = " (the references stay whole)" if full.has_target else ""
                 rank_zero_warn(f"{int(too_long.sum())} of the {len(too_long)} {split} lines ({pairs.where}) are longer "
                                f"than {limits} tokens: truncated{whole}")
             cut = (self.max_source_length - 1, self.max_target_length - 1)
-            self._encoded[split] = EncodedPairs(ds, full.picks, cut)
+            self._encoded[split] = full.select(full.picks, cut)
         return self._encoded[split]
 
     def prepare_data(self) -> None:
