@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -49,3 +50,22 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, size=32, 
             img = Image.fromarray(arr)
             (img.convert("L") if mode == "L" else img).save(d / f"{i}.png")
     return root
+
+
+class RunsCode:
+    """Unpickling this creates ``marker`` (``open(marker, "w")``): the stand-in for any code a crafted file runs."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def crafted(folder, name="crafted.ckpt"):
+    """A checkpoint-shaped file (state dict, step, hyper-parameters) with a payload, and the payload's marker."""
+    folder.mkdir(parents=True, exist_ok=True)
+    marker = folder / f"{name}.ran"
+    torch.save({"state_dict": {"net.x": torch.zeros(1)}, "global_step": 3, "hyper_parameters": {"arch": "vit_tiny"},
+                "payload": RunsCode(str(marker))}, folder / name)
+    return folder / name, marker

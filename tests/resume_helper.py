@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _weights(run_root: Path) -> dict[str, torch.Tensor]:
     (last,) = run_root.glob("*/*/checkpoints/last.ckpt")
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
     return ckpt["state_dict"], ckpt["global_step"]
 
 

@@ -31,7 +31,7 @@ def test_run_folder_holds_the_tokenizer_and_a_resume_reuses_it(tmp_path):
     # the tokenizer could not be trained again by a resume: it is taken from the run folder
     cli = fit(root, "--trainer.max_steps=4", "--run.version=v", "--ckpt_path=last", "--data.vocab_size=999")
     assert cli.datamodule.tokenizer_path == str(run / "tokenizer.json")
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
 
 
 def _error(capsys, tmp_path: Path, *args: str, sub: str = "fit") -> str:

@@ -392,7 +392,7 @@ def test_sigkill_then_resume_of_a_streamed_classifier_is_bitwise_exact(tmp_path,
     # 6 batches an epoch: killed in the first, so the resumed run also crosses into the next epoch
     assert assert_exact_resume("configs/bert_mini_topics.yaml", args, tmp_path, steps=10, seed=1) < 6
     (last,) = (tmp_path / "straight").glob("*/*/checkpoints/last.ckpt")
-    position = torch.load(last, map_location="cpu", weights_only=False)["TextClassificationDataModule"]["stream"]
+    position = torch.load(last, map_location="cpu", weights_only=True)["TextClassificationDataModule"]["stream"]
     # streamed: step 10 is the 4th batch of epoch 2, the 2nd of its 2nd block (of 16 rows, 2 batches)
     assert (position[0]["epoch"], position[0]["block"], position[0]["done"]) == (1, 1, 2)
 

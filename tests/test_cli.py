@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import CONFIGS, FEW_STEPS, REPO, TINY_VIT, make_image_folder
+from conftest import CONFIGS, FEW_STEPS, REPO, TINY_VIT, crafted, make_image_folder
 from tfm.cli import main
 
 
@@ -120,13 +120,13 @@ def test_run_folder_holds_config_checkpoints_wandb_and_pictures(run_root):
 def test_resume_from_last_continues_from_step_n(run_root):
     fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=4", "--trainer.limit_train_batches=4", "--trainer.max_epochs=5")
     run = only_run(run_root)
-    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    first = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert first["global_step"] == 4
     cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=8", "--trainer.limit_train_batches=4",
               "--trainer.max_epochs=5", "--ckpt_path=last")
     assert only_run(run_root) == run  # the same folder: nothing new
     assert cli.trainer.global_step == 8
-    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 8
     # AdamW counted 8 steps: it went on from the checkpoint's 4, not from a fresh start
     assert next(iter(resumed["optimizer_states"][0]["state"].values()))["step"] == 8
@@ -195,6 +195,9 @@ def test_bad_input_is_one_clear_line_and_overwrites_nothing(capsys, run_root, tm
     broken = tmp_path / "broken.ckpt"
     broken.write_bytes(b"not a checkpoint")
     assert "cannot be read" in bad(capsys, run_root, *TINY_VIT, f"--ckpt_path={broken}")
+    path, marker = crafted(tmp_path / "crafted")  # a pickle that would run code is refused before Lightning reads it
+    assert "weights-only load refuses" in bad(capsys, run_root, *TINY_VIT, f"--ckpt_path={path}")
+    assert not marker.exists()
     version = only_run(run_root).name
     assert "already exists" in bad(capsys, run_root, f"--run.version={version}")
 
@@ -221,5 +224,5 @@ def test_requeued_slurm_job_continues_its_own_run(run_root, monkeypatch):
     monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
     cli = fit(run_root, *TINY_VIT, *FEW_STEPS, "--trainer.max_steps=4", "--trainer.max_epochs=5", "--run.test_after_fit=false")
     assert only_run(run_root).name == "4242" and cli.trainer.global_step == 4
-    state = torch.load(only_run(run_root) / "checkpoints" / "last.ckpt", weights_only=False)
+    state = torch.load(only_run(run_root) / "checkpoints" / "last.ckpt", weights_only=True)
     assert next(iter(state["optimizer_states"][0]["state"].values()))["step"] == 4

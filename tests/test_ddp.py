@@ -49,7 +49,7 @@ def test_ddp_fit_trains_and_checkpoints_and_validation_equals_one_process(task, 
               "--trainer.enable_progress_bar=false", *args]
     run_cli("fit", *common, "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--run.test_after_fit=false", *DDP)
     (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
 
     metrics = main(["validate", *common, f"--ckpt_path={ckpt}"]).trainer.callback_metrics

@@ -23,7 +23,7 @@ ARGS = ["--config", "configs/vit_tiny_fashion.yaml", *TINY_VIT, *FEW_STEPS, "--t
 
 
 def _ckpt(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _run(run_root: Path) -> Path:

@@ -73,7 +73,7 @@ def test_resume_from_an_epochs_last_step_then_again_is_exact(tmp_path, task, wor
                 f"--trainer.callbacks.dirpath={folder}", "--trainer.callbacks.filename={step}"]
 
     def weights(folder: Path, step: int) -> dict[str, torch.Tensor]:
-        return torch.load(folder / f"step={step}.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        return torch.load(folder / f"step={step}.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
     def resume_from(checkpoint: Path, name: str) -> Path:
         """A run folder holding only ``checkpoint`` as its last.ckpt (as a kill right after that step leaves it), resumed."""

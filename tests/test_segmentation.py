@@ -93,7 +93,7 @@ def test_backbone_from_an_image_classification_checkpoint(tmp_path):
     (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
     task = SemanticSegmentation(num_classes=11, image_size=64, in_chans=1, patch_size=8, stem="conv", dim=32, depth=2, num_heads=2,
                                 mlp_ratio=2.0, init_from=str(ckpt))
-    sd = torch.load(ckpt, weights_only=False)["state_dict"]
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
     bb = task.net.backbone
     assert torch.equal(bb.encoder.blocks[1].mlp.fc1.weight, sd["net.encoder.blocks.1.mlp.fc1.weight"])
     assert torch.equal(bb.patch_embed.proj[0].weight, sd["net.patch_embed.proj.0.weight"])

@@ -97,7 +97,7 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 
 def _last(run: Path) -> dict:
-    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
 def test_two_node_ddp_fit_agrees_on_every_rank(slurm, tmp_path):
@@ -138,7 +138,7 @@ def test_preempted_job_requeues_and_resumes_to_the_full_step_count(slurm, tmp_pa
     assert info["Restarts"] == "1", out  # Lightning saved an HPC checkpoint and requeued the job
     hpc = list(run.glob("hpc_ckpt_*.ckpt"))
     assert hpc, out
-    interrupted_at = torch.load(hpc[0], map_location="cpu", weights_only=False)["global_step"]
+    interrupted_at = torch.load(hpc[0], map_location="cpu", weights_only=True)["global_step"]
     assert 0 < interrupted_at < steps
     final = _last(run)
     assert final["global_step"] == steps  # the step count of an uninterrupted run

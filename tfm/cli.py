@@ -42,6 +42,7 @@ from .errors import UserError
 from .hardware import check_accelerator, check_precision, default_precision, enable_tf32, uses_cuda
 from .nn.config import ConfigError
 from .nn.convert import ConversionError
+from .pretrained import read_checkpoint
 from .tasks import TaskModule
 from .validation import check_config
 from . import data as _data  # noqa: F401  (registers DataModules for short class paths)
@@ -127,15 +128,6 @@ def check_writable(run_dir: Path) -> None:
                         "pass --run.root=<a writable folder>") from None
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The ``global_step`` a checkpoint was written at; None when the file cannot be read."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return int(ckpt["global_step"])
-    except Exception:  # truncated, corrupted, not a Lightning checkpoint
-        return None
-
-
 def run_checkpoints(run_dir: Path) -> list[Path]:
     """Every checkpoint of a run: ``checkpoints/*.ckpt`` and the HPC checkpoints that Lightning's
     SLURM auto-requeue writes into the run folder (``hpc_ckpt_<n>.ckpt``)."""
@@ -149,9 +141,10 @@ def newest_checkpoint(run_dir: Path) -> Path | None:
     best: tuple[int, bool, float] | None = None
     chosen = None
     for path in run_checkpoints(run_dir):
-        step = checkpoint_step(path)
-        if step is None:
-            rank_zero_warn(f"checkpoint {path} cannot be read (truncated or corrupted): skipped")
+        try:
+            step = int(read_checkpoint(path)["global_step"])
+        except (UserError, KeyError) as e:  # truncated, corrupted, crafted, not a Lightning checkpoint
+            rank_zero_warn(f"{e if isinstance(e, UserError) else f'checkpoint {path} has no global_step'}: skipped")
             continue
         # at one step, a step checkpoint first: written at the batch end, it resumes bitwise exactly,
         # where a last.ckpt rewritten after an epoch-end validation does not (Lightning's restart there)
@@ -172,17 +165,9 @@ def find_last_checkpoint(exp_dir: Path, version: str | None = None) -> Path | No
     return None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint, read lazily; a clear error when it is not one."""
-    try:
-        return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    except Exception as e:  # truncated, corrupted, not a torch file
-        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}): it is truncated, corrupted or not a tfm checkpoint") from None
-
-
 def check_checkpoint_fits(path: Path, model: torch.nn.Module) -> None:
     """Fail with one line when a checkpoint was written by another model than the configured one."""
-    ckpt = load_checkpoint(path)
+    ckpt = read_checkpoint(path)
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} has no state_dict: it is not a Lightning checkpoint")
@@ -447,7 +432,7 @@ class TFMCLI(LightningCLI):
         else:
             ckpt = self.config[self.subcommand].get("ckpt_path")
             # a checkpoint moved out of its run folder still carries its run's id
-            run_id = (load_checkpoint(Path(ckpt)).get("tfm_run") or {}).get("wandb_id") if ckpt and self.subcommand == "fit" else None
+            run_id = (read_checkpoint(Path(ckpt)).get("tfm_run") or {}).get("wandb_id") if ckpt and self.subcommand == "fit" else None
             if not run_id:
                 import secrets
                 import string
@@ -537,7 +522,7 @@ def check_yaml_files(args: list[str]) -> None:
 
 def best_checkpoint(last: Path) -> Path:
     """The best checkpoint the run's ModelCheckpoint recorded (``last.ckpt`` when none)."""
-    state = load_checkpoint(last).get("callbacks", {})
+    state = read_checkpoint(last).get("callbacks", {})
     for key, value in state.items():
         if key.startswith("ModelCheckpoint") and value.get("best_model_path"):
             best = Path(value["best_model_path"])

@@ -34,7 +34,7 @@ class ConversionError(ValueError):
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from ``.safetensors`` or a torch file (``model``/``state_dict`` keys unwrapped)."""
+    """A state dict from ``.safetensors`` or a torch file read with ``weights_only=True`` (nothing in it runs)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
@@ -42,7 +42,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    return state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def state_dict_of(obj: Any) -> dict[str, Tensor]:
+    """The tensors of a read torch file: its ``state_dict`` (a Lightning checkpoint's), ``model`` or ``module``
+    entry, else the file itself."""
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]

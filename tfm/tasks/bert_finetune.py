@@ -3,43 +3,31 @@ checkpoint or a Hugging Face BERT folder (``--model.init_from``), under a fresh 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
+
 from ..errors import UserError
 from ..nn.bert import BERT_PRESETS, Bert, create_bert
-from ..nn.convert import ConversionError, load_hf_bert, load_into
+from ..nn.convert import load_hf_bert
+from ..pretrained import Pretrained
 from .base import TaskModule
 
 
 def load_bert_backbone(init_from: str, vocab_size: int, dropout: float, attn_dropout: float) -> Bert:
     """The encoder (and pooler) of a tfm checkpoint (any BERT task's) or of an HF BERT folder,
     with this run's dropout; its vocabulary must be the data's tokenizer's."""
-    p = Path(init_from)
-    if p.is_file():
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise UserError(f"--model.init_from {p} cannot be read ({type(e).__name__}): not a tfm checkpoint") from None
-        hp = dict(ckpt.get("hyper_parameters") or {})
-        state = {k[len("net.bert."):]: v for k, v in (ckpt.get("state_dict") or {}).items() if k.startswith("net.bert.")}
+    src = Pretrained(init_from, "a tfm .ckpt or a Hugging Face BERT folder", folders=True)
+    if src.is_file:
+        hp, state = src.hparams, src.weights("net.bert.")
         if not state or hp.get("arch") not in BERT_PRESETS:
-            raise UserError(f"--model.init_from {p} is not a checkpoint of a tfm BERT task (it has no net.bert weights)")
+            raise src.error("is not a checkpoint of a tfm BERT task (it has no net.bert weights)")
         bert = create_bert(hp["arch"], vocab_size=hp["vocab_size"], pad_token_id=hp.get("pad_token_id"), max_positions=hp.get("max_positions"),
                            dim=hp.get("dim"), depth=hp.get("depth"), num_heads=hp.get("num_heads"), ffn_dim=hp.get("ffn_dim"),
                            dropout=dropout, attn_dropout=attn_dropout, add_pooler="pooler.weight" in state)
-        try:
-            load_into(bert, state, f"checkpoint {p}")
-        except ConversionError as e:
-            raise UserError(str(e)) from None
-    elif p.is_dir() or "/" in init_from:
-        try:
-            bert = load_hf_bert(init_from, Bert, dropout=dropout, attn_dropout=attn_dropout)
-        except ConversionError as e:
-            raise UserError(f"--model.init_from {init_from}: {e}") from None
+        src.load(bert, state)
     else:
-        raise UserError(f"--model.init_from {init_from} does not exist: pass a tfm .ckpt or a Hugging Face BERT folder")
+        bert = src.hf(load_hf_bert, Bert, dropout=dropout, attn_dropout=attn_dropout)
     if bert.vocab_size != vocab_size:
         raise UserError(
             f"--model.init_from {init_from} has a vocabulary of {bert.vocab_size} tokens but the data's tokenizer has {vocab_size}: "

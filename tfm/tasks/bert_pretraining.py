@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -11,7 +10,8 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from ..errors import UserError
 from ..nn.bert import BERT_PRESETS, BertForPretraining, create_bert, masked_positions, pretraining_loss
-from ..nn.convert import ConversionError, load_hf_bert, load_into, load_state_dict_file
+from ..nn.convert import load_hf_bert
+from ..pretrained import Pretrained
 from .base import TaskModule
 
 Batch = dict[str, Tensor]
@@ -62,11 +62,9 @@ class BertPretraining(TaskModule):
         if arch not in BERT_PRESETS:
             raise UserError(f"arch={arch!r} is not a BERT preset: use one of {', '.join(BERT_PRESETS)}")
         self.save_hyperparameters()
-        if init_from and not Path(init_from).is_file():
-            try:
-                self.net = load_hf_bert(init_from, BertForPretraining, dropout=dropout, attn_dropout=attn_dropout)
-            except ConversionError as e:
-                raise UserError(f"--model.init_from {init_from}: {e}") from None
+        src = Pretrained(init_from, "a tfm .ckpt or a Hugging Face BERT folder", folders=True) if init_from else None
+        if src is not None and not src.is_file:
+            self.net = src.hf(load_hf_bert, BertForPretraining, dropout=dropout, attn_dropout=attn_dropout)
             if self.net.bert.vocab_size != vocab_size:
                 raise UserError(
                     f"--model.init_from {init_from} has a vocabulary of {self.net.bert.vocab_size} tokens but the data's tokenizer has "
@@ -76,9 +74,8 @@ class BertPretraining(TaskModule):
             bert = create_bert(arch, vocab_size=vocab_size, pad_token_id=pad_token_id, max_positions=max_positions, dim=dim,
                                depth=depth, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout, attn_dropout=attn_dropout)
             self.net = BertForPretraining(bert)
-            if init_from:
-                sd = load_state_dict_file(init_from)
-                load_into(self.net, {k[4:]: v for k, v in sd.items() if k.startswith("net.")}, f"checkpoint {init_from}")
+            if src is not None:
+                src.load(self.net, src.weights("net."))
 
         def metrics(stage: str) -> MetricCollection:
             return MetricCollection({k: MeanMetric() for k in ("mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")}, prefix=f"{stage}/")

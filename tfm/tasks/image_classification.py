@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -11,9 +10,9 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..nn.convert import load_state_dict_file, load_timm_vit, load_vit_backbone
-from ..nn.models import VIT_PRESETS, create_vit
 from ..errors import UserError
+from ..nn.models import VIT_PRESETS, create_vit
+from ..pretrained import load_vit
 from .base import TaskModule
 
 
@@ -108,15 +107,7 @@ class ImageClassification(TaskModule):
         self.setup_ema()
 
     def load_backbone(self, path: str) -> None:
-        """Weights of a tfm checkpoint (``net.`` prefix) or of a timm ViT file."""
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"--model.init_from {p} does not exist")
-        sd = load_state_dict_file(p)
-        if any(k.startswith("net.") for k in sd):
-            load_vit_backbone(self.net, {k[4:]: v for k, v in sd.items() if k.startswith("net.")}, f"checkpoint {p}")
-        else:
-            load_timm_vit(sd, self.net)
+        load_vit(self.net, path)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)

@@ -18,33 +18,15 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from ..errors import UserError
-from ..nn.convert import ConversionError, load_state_dict_file, load_timm_vit, load_vit_backbone
 from ..nn.dense import ViTSegmenter, soft_dice_loss
-from ..nn.models import VIT_PRESETS, VisionTransformer
+from ..nn.models import VIT_PRESETS
+from ..pretrained import load_vit
 from .base import TaskModule
 
 Batch = dict[str, Any]
 
 
 # --- shared by the dense tasks -------------------------------------------------------------------
-
-
-def load_backbone_weights(backbone: VisionTransformer, path: str) -> None:
-    """A tfm checkpoint (any task: ``net.`` or ``net.backbone.`` weights of a ViT) or timm ViT
-    weights into ``backbone``; position embeddings are resized to its image size, heads dropped."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--model.init_from {p} does not exist")
-    sd = load_state_dict_file(p)
-    try:
-        if any(k.startswith("net.backbone.") for k in sd):
-            load_vit_backbone(backbone, {k[13:]: v for k, v in sd.items() if k.startswith("net.backbone.")}, f"checkpoint {p}")
-        elif any(k.startswith("net.") for k in sd):
-            load_vit_backbone(backbone, {k[4:]: v for k, v in sd.items() if k.startswith("net.")}, f"checkpoint {p}")
-        else:
-            load_timm_vit(sd, backbone)
-    except ConversionError as e:
-        raise UserError(f"--model.init_from {p}: {e} (the backbone settings, e.g. patch_size, stem, dim, in_chans, must be those it was trained with)") from None
 
 
 def palette(n: int = 256) -> np.ndarray:
@@ -149,7 +131,7 @@ class DenseTask(TaskModule):
                     mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, dropout=dropout, stem=stem)
 
     def load_backbone(self, path: str) -> None:
-        load_backbone_weights(self.net.backbone, path)
+        load_vit(self.net.backbone, path)
 
     def count_batch(self, batch: Batch) -> tuple[int, int]:
         """(images, tokens) of a batch, for throughput."""

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import UserError
-from ..nn.convert import ConversionError, load_hf_marian, load_into
+from ..nn.convert import load_hf_marian
 from ..nn.generation import generate
 from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer, label_smoothed_cross_entropy
+from ..pretrained import Pretrained
 from .base import Schedule, TaskModule
 
 Batch = dict[str, Any]
@@ -48,28 +49,14 @@ def label_smoothed_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_i
 def load_translation_weights(init_from: str, vocab_size: int, tgt_vocab_size: int | None, dropout: float) -> Seq2SeqTransformer:
     """A whole model from a tfm translation checkpoint or a Hugging Face Marian folder; its
     vocabulary must be the data's tokenizer's."""
-    p = Path(init_from)
-    if p.is_file():
-        try:
-            ckpt = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise UserError(f"--model.init_from {p} cannot be read ({type(e).__name__}): not a tfm checkpoint") from None
-        hp = dict(ckpt.get("hyper_parameters") or {})
-        state = {k[len("net."):]: v for k, v in (ckpt.get("state_dict") or {}).items() if k.startswith("net.")}
-        if not state or hp.get("arch") not in TRANSFORMER_PRESETS:
-            raise UserError(f"--model.init_from {p} is not a checkpoint of a tfm translation task")
-        model = Translation.build(hp | {"dropout": dropout})
-        try:
-            load_into(model, state, f"checkpoint {p}")
-        except ConversionError as e:
-            raise UserError(str(e)) from None
-    elif p.is_dir() or "/" in init_from:
-        try:
-            model = load_hf_marian(init_from, dropout=dropout)
-        except ConversionError as e:
-            raise UserError(f"--model.init_from {init_from}: {e}") from None
+    src = Pretrained(init_from, "a tfm .ckpt or a Hugging Face Marian folder", folders=True)
+    if src.is_file:
+        state = src.weights("net.")
+        if not state or src.hparams.get("arch") not in TRANSFORMER_PRESETS:
+            raise src.error("is not a checkpoint of a tfm translation task")
+        model = src.load(Translation.build(src.hparams | {"dropout": dropout}), state)
     else:
-        raise UserError(f"--model.init_from {init_from} does not exist: pass a tfm .ckpt or a Hugging Face Marian folder")
+        model = src.hf(load_hf_marian, dropout=dropout)
     theirs = (model.vocab_size, model.tgt_vocab_size)
     ours = (vocab_size, tgt_vocab_size or vocab_size)
     if theirs != ours:
