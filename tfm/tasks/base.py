@@ -11,6 +11,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torchmetrics import Metric, MetricCollection
 
 Schedule = Literal["cosine", "linear", "inverse_sqrt", "constant"]
 
@@ -93,8 +94,19 @@ def set_rng_states(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(states["cuda"])
 
 
-class TaskModule(pl.LightningModule):
-    """Base of every task. Subclasses build ``self.net`` (a ``tfm.nn`` model) and the metrics.
+class _AfterInit(type):
+    """Calls ``after_init`` once the outermost ``__init__`` has returned: the base's setup that needs a subclass's
+    ``self.net`` (the EMA, the per-stage metrics) runs without any subclass having to remember a call."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        obj = super().__call__(*args, **kwargs)
+        obj.after_init()
+        return obj
+
+
+class TaskModule(pl.LightningModule, metaclass=_AfterInit):
+    """Base of every task. Subclasses build ``self.net`` (a ``tfm.nn`` model) in ``__init__`` and may declare
+    ``build_metrics``; the base then adds the EMA and ``train_metrics``/``val_metrics``/``test_metrics``.
 
     Args:
         lr: peak learning rate.
@@ -139,8 +151,18 @@ class TaskModule(pl.LightningModule):
     # --- model ------------------------------------------------------------------------------------
     net: nn.Module
 
-    def setup_ema(self) -> None:
-        """Call at the end of a subclass ``__init__``, once ``self.net`` exists."""
+    def build_metrics(self, stage: str) -> MetricCollection | Metric | None:
+        """The metrics of one stage (``train``, ``val``, ``test``): one object per stage, so no state leaks between
+        them (lightning-hydra-template); None: the task keeps its own."""
+        return None
+
+    def metrics(self, stage: str) -> MetricCollection | Metric:
+        return getattr(self, f"{stage}_metrics")
+
+    def after_init(self) -> None:
+        for stage in ("train", "val", "test"):
+            if (metrics := self.build_metrics(stage)) is not None:
+                setattr(self, f"{stage}_metrics", metrics)
         if self.ema_decay:
             self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)

@@ -77,12 +77,8 @@ class BertPretraining(TaskModule):
             if src is not None:
                 src.load(self.net, src.weights("net."))
 
-        def metrics(stage: str) -> MetricCollection:
-            return MetricCollection({k: MeanMetric() for k in ("mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")}, prefix=f"{stage}/")
-
-        # one metric object per stage (lightning-hydra-template): no state leaks between them
-        self.train_metrics, self.val_metrics, self.test_metrics = metrics("train"), metrics("val"), metrics("test")
-        self.setup_ema()
+    def build_metrics(self, stage: str) -> MetricCollection:
+        return MetricCollection({k: MeanMetric() for k in ("mlm_loss", "mlm_acc", "nsp_loss", "nsp_acc")}, prefix=f"{stage}/")
 
     def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> tuple[Tensor, dict[str, tuple[Tensor, int]]]:
         """The loss and, per metric, a (value, weight) pair: MLM ones weigh by masked tokens."""
@@ -113,7 +109,7 @@ class BertPretraining(TaskModule):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         loss, values = self(batch, self.eval_net)
-        self._update(self.val_metrics if stage == "val" else self.test_metrics, values, stage)
+        self._update(self.metrics(stage), values, stage)
 
     def _log_epoch(self, metrics: MetricCollection, stage: str) -> None:
         values = {k: v for k, v in metrics.compute().items()}  # MeanMetric syncs over DDP ranks itself

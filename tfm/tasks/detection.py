@@ -14,17 +14,8 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from ..errors import UserError
 from ..nn.dense import ViTDetector, center_loss, center_targets, decode_centers, single_thread
-from .segmentation import (
-    Batch,
-    DenseTask,
-    _check_arch,
-    display_images,
-    log_pictures,
-    log_wandb_images,
-    prediction_name,
-    save_png,
-    zoom_factor,
-)
+from .dense import Batch, DenseTask, check_arch
+from .pictures import display_images, log_pictures, log_wandb_images, prediction_name, save_png, zoom_factor
 
 
 def mean_average_precision(backend: str = "pycocotools") -> MeanAveragePrecision:
@@ -109,7 +100,7 @@ class ObjectDetection(DenseTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_arch(arch)
+        check_arch(arch)
         if num_classes < 1:
             raise UserError(f"num_classes={num_classes}: detection needs at least one object class")
         self.save_hyperparameters()
@@ -127,10 +118,11 @@ class ObjectDetection(DenseTask):
             raise UserError(str(e)) from None
         if init_from:
             self.load_backbone(init_from)
-        self.val_map, self.test_map = mean_average_precision(backend), mean_average_precision(backend)
         self._pictures: tuple[Tensor, list[dict[str, Tensor]], list[dict[str, Tensor]]] | None = None
         self._results: list[dict[str, Any]] = []
-        self.setup_ema()
+
+    def build_metrics(self, stage: str) -> MeanAveragePrecision | None:
+        return None if stage == "train" else mean_average_precision(self.hparams.backend)
 
     @property
     def stride(self) -> int:
@@ -171,14 +163,14 @@ class ObjectDetection(DenseTask):
         self.log(f"{stage}/loss", losses["loss"], sync_dist=True, batch_size=n)
         preds = self.detect(heat, sides, tuple(batch["images"].shape[-2:]))
         targets = [{"boxes": b, "labels": lab} for b, lab in zip(batch["boxes"], batch["labels"])]
-        (self.val_map if stage == "val" else self.test_map).update(preds, targets)
+        self.metrics(stage).update(preds, targets)
         if stage == "val" and batch_idx == 0 and self.log_images:
             k = self.log_images
             self._pictures = (batch["images"][:k].detach().cpu(), [{key: v.cpu() for key, v in p.items()} for p in preds[:k]],
                               [{key: v.cpu() for key, v in t.items()} for t in targets[:k]])
 
     def _log_map(self, stage: str) -> None:
-        metric = self.val_map if stage == "val" else self.test_map
+        metric = self.metrics(stage)
         result = metric.compute()  # gathers every rank's detections
         metric.reset()
         values = {f"{stage}/{k}": result[k].float() for k in ("map", "map_50", "map_75") if k in result}

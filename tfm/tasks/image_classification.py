@@ -91,20 +91,11 @@ class ImageClassification(TaskModule):
             from timm.data import Mixup
 
             self.mixup_fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob, label_smoothing=label_smoothing, num_classes=num_classes)
-        top5 = min(5, num_classes)
 
-        def metrics(stage: str) -> MetricCollection:
-            return MetricCollection(
-                {
-                    "acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-                    "acc5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
-                },
-                prefix=f"{stage}/",
-            )
-
-        # one metric object per stage (lightning-hydra-template): no state leaks between them
-        self.train_metrics, self.val_metrics, self.test_metrics = metrics("train"), metrics("val"), metrics("test")
-        self.setup_ema()
+    def build_metrics(self, stage: str) -> MetricCollection:
+        n = self.hparams.num_classes
+        return MetricCollection({"acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
+                                 "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro")}, prefix=f"{stage}/")
 
     def load_backbone(self, path: str) -> None:
         load_vit(self.net, path)
@@ -130,7 +121,7 @@ class ImageClassification(TaskModule):
         images, labels = batch
         logits = self.eval_net(images)
         loss = F.cross_entropy(logits, labels)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.metrics(stage)
         metrics.update(logits, labels)
         self.log(f"{stage}/loss", loss, sync_dist=True)
         self.log_dict(metrics, prog_bar=stage == "val", sync_dist=True)

@@ -36,7 +36,6 @@ class QuestionAnswering(BertFinetuneTask):
         self.net = BertForQuestionAnswering(self.build_bert())
         self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self.predictions: dict[str, str] = {}
-        self.setup_ema()
 
     def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> tuple[Tensor, Tensor]:
         return (net or self.net)(*self.batch_inputs(batch))

@@ -50,31 +50,20 @@ class SequenceClassification(BertFinetuneTask):
         self.label_names = label_names or [str(i) for i in range(num_labels)]
         out = 1 if problem_type == "regression" else num_labels
         self.net = BertForSequenceClassification(self.build_bert(), out, self.head_dropout)
-        if problem_type == "single_label":
-            self.monitor = ("val/acc", "max")
+        self.monitor = {"single_label": ("val/acc", "max"), "multi_label": ("val/f1_micro", "max")}.get(
+            problem_type, ("val/pearson", "max"))
 
-            def metrics(stage: str) -> MetricCollection:
-                return MetricCollection({"acc": MulticlassAccuracy(num_labels, average="micro"),
-                                         "f1": MulticlassF1Score(num_labels, average="macro"),
-                                         "mcc": MulticlassMatthewsCorrCoef(num_labels)}, prefix=f"{stage}/")
-        elif problem_type == "multi_label":
-            self.monitor = ("val/f1_micro", "max")
-
-            def metrics(stage: str) -> MetricCollection:
-                return MetricCollection({"f1_micro": MultilabelF1Score(num_labels, average="micro"),
-                                         "f1_macro": MultilabelF1Score(num_labels, average="macro"),
-                                         "exact_match": MultilabelAccuracy(num_labels, average="micro", multidim_average="global")},
-                                        prefix=f"{stage}/")
+    def build_metrics(self, stage: str) -> MetricCollection:
+        n = self.hparams.num_labels
+        if self.problem_type == "single_label":
+            metrics = {"acc": MulticlassAccuracy(n, average="micro"), "f1": MulticlassF1Score(n, average="macro"),
+                       "mcc": MulticlassMatthewsCorrCoef(n)}
+        elif self.problem_type == "multi_label":
+            metrics = {"f1_micro": MultilabelF1Score(n, average="micro"), "f1_macro": MultilabelF1Score(n, average="macro"),
+                       "exact_match": MultilabelAccuracy(n, average="micro", multidim_average="global")}
         else:
-            self.monitor = ("val/pearson", "max")
-
-            def metrics(stage: str) -> MetricCollection:
-                return MetricCollection({"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "mse": MeanSquaredError()},
-                                        prefix=f"{stage}/")
-
-        # one metric object per stage (lightning-hydra-template): no state leaks between them
-        self.train_metrics, self.val_metrics, self.test_metrics = metrics("train"), metrics("val"), metrics("test")
-        self.setup_ema()
+            metrics = {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "mse": MeanSquaredError()}
+        return MetricCollection(metrics, prefix=f"{stage}/")
 
     def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> Tensor:
         logits = (net or self.net)(*self.batch_inputs(batch))
@@ -102,7 +91,7 @@ class SequenceClassification(BertFinetuneTask):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         logits = self(batch, self.eval_net)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics = self.metrics(stage)
         metrics.update(*self._targets(logits, batch["labels"]))
         self.log(f"{stage}/loss", self.loss(logits, batch["labels"]), sync_dist=True, batch_size=len(logits))
         self.log_dict(metrics, prog_bar=stage == "val", sync_dist=True)

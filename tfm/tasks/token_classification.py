@@ -44,15 +44,11 @@ class TokenClassification(BertFinetuneTask):
         self.net = BertForTokenClassification(self.build_bert(), num_labels, self.head_dropout)
         self.monitor = ("val/f1", "max") if tag_scheme == "bio" else ("val/acc", "max")
 
-        def metrics(stage: str) -> MetricCollection:
-            m: dict[str, Any] = {"acc": MulticlassAccuracy(num_labels, average="micro", ignore_index=-100)}
-            if tag_scheme == "bio":
-                m["entity"] = EntityF1(self.label_names)
-            return MetricCollection(m, prefix=f"{stage}/")
-
-        # one metric object per stage (lightning-hydra-template): no state leaks between them
-        self.train_metrics, self.val_metrics, self.test_metrics = metrics("train"), metrics("val"), metrics("test")
-        self.setup_ema()
+    def build_metrics(self, stage: str) -> MetricCollection:
+        metrics: dict[str, Any] = {"acc": MulticlassAccuracy(self.hparams.num_labels, average="micro", ignore_index=-100)}
+        if self.tag_scheme == "bio":
+            metrics["entity"] = EntityF1(self.label_names)
+        return MetricCollection(metrics, prefix=f"{stage}/")
 
     def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> Tensor:
         return (net or self.net)(*self.batch_inputs(batch))
@@ -83,7 +79,7 @@ class TokenClassification(BertFinetuneTask):
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         logits = self(batch, self.eval_net)
-        (self.val_metrics if stage == "val" else self.test_metrics).update(logits.argmax(-1), batch["labels"])
+        self.metrics(stage).update(logits.argmax(-1), batch["labels"])
         scored = int((batch["labels"] != -100).sum())
         self.log(f"{stage}/loss", self.loss(logits, batch["labels"]), sync_dist=True, batch_size=max(scored, 1))
 

@@ -152,7 +152,6 @@ class Translation(TaskModule):
         self._sums: list[tuple[int, float, float, int]] = []  # (index, smoothed loss, nll, target tokens) per sentence
         self.translations: list[str] = []
         self.decoded: list[tuple[int, str, str, str]] = []
-        self.setup_ema()
 
     @staticmethod
     def build(hp: dict[str, Any]) -> Seq2SeqTransformer:
