@@ -14,7 +14,7 @@ from torchmetrics.detection import MeanAveragePrecision
 
 from ..errors import UserError
 from ..nn.dense import ViTDetector, center_loss, center_targets, decode_centers, single_thread
-from .dense import Batch, DenseTask, check_arch
+from .dense import Batch, DenseTask
 from .pictures import display_images, log_pictures, log_wandb_images, prediction_name, save_png, zoom_factor
 
 
@@ -39,10 +39,7 @@ class ObjectDetection(DenseTask):
     anchor-free CenterNet/TTFNet head at ``stride``).
 
     Args:
-        arch, patch_size, dim, depth, num_heads, mlp_ratio, stem, drop_path_rate, dropout: the
-            ViT backbone (as :class:`~tfm.tasks.ImageClassification`).
-        num_classes, image_size, in_chans, class_names: linked from the DataModule by the CLI
-            (object classes, no background).
+        num_classes, class_names: linked from the DataModule by the CLI (object classes, no background).
         stride: output stride of the head's map (the patch size divided by 4, 2, 1 or 0.5).
         fpn_channels, head_channels, head_convs: widths of the pyramid level and the head.
         patch_logits: add class logits of the ViT's patch tokens (upsampled) to the heatmap's, so
@@ -53,11 +50,10 @@ class ObjectDetection(DenseTask):
         score_threshold: lowest score kept for mAP and the COCO results file.
         show_threshold: lowest score drawn in pictures and listed in ``predictions.jsonl``.
         backend: ``pycocotools`` or ``faster_coco_eval`` for torchmetrics' mAP.
-        init_from: a tfm checkpoint (e.g. an ImageClassification run) or timm ViT weights to start
-            the backbone from; position embeddings are resized to ``image_size``.
         log_images: validation images drawn with predicted (red) vs true (green) boxes; 0: none.
         save_overlays: ``predict`` also saves each image with its boxes as a PNG.
-        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
+        **kwargs: the ViT backbone and ``init_from`` (:class:`~tfm.tasks.vision.ViTTask`), optimisation settings
+            of :class:`~tfm.tasks.base.TaskModule`.
 
     Metrics per stage: ``map`` (COCO mAP@[.5:.95]), ``map_50``, ``map_75`` over the whole
     dataset, and ``loss``. ``predict`` writes ``predictions/detections.json`` (COCO results:
@@ -69,19 +65,8 @@ class ObjectDetection(DenseTask):
 
     def __init__(
         self,
-        arch: str = "vit_tiny",
         num_classes: int = 80,
-        image_size: int = 224,
-        in_chans: int = 3,
         class_names: list[str] | None = None,
-        patch_size: int = 16,
-        dim: int | None = None,
-        depth: int | None = None,
-        num_heads: int | None = None,
-        mlp_ratio: float | None = None,
-        drop_path_rate: float = 0.1,
-        dropout: float = 0.0,
-        stem: Literal["patch", "conv"] = "patch",
         stride: int = 4,
         fpn_channels: int = 128,
         head_channels: int = 128,
@@ -94,30 +79,23 @@ class ObjectDetection(DenseTask):
         score_threshold: float = 0.01,
         show_threshold: float = 0.3,
         backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools",
-        init_from: str | None = None,
         log_images: int = 4,
         save_overlays: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_arch(arch)
         if num_classes < 1:
             raise UserError(f"num_classes={num_classes}: detection needs at least one object class")
-        self.save_hyperparameters()
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.box_weight, self.alpha, self.beta = box_weight, alpha, beta
         self.max_detections, self.score_threshold, self.show_threshold = max_detections, score_threshold, show_threshold
         self.log_images, self.save_overlays = log_images, save_overlays
         try:
-            self.net = ViTDetector(
-                num_classes, arch, stride, fpn_channels, head_channels, head_convs, patch_logits,
-                **self._backbone_args(image_size, patch_size, in_chans, dim, depth, num_heads, mlp_ratio, drop_path_rate, dropout, stem),
-            )
+            self.net = ViTDetector(num_classes, self.arch, stride, fpn_channels, head_channels, head_convs, patch_logits,
+                                   **self.vit)
         except ValueError as e:
             raise UserError(str(e)) from None
-        if init_from:
-            self.load_backbone(init_from)
         self._pictures: tuple[Tensor, list[dict[str, Tensor]], list[dict[str, Tensor]]] | None = None
         self._results: list[dict[str, Any]] = []
 

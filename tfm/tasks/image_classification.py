@@ -10,81 +10,41 @@ from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..errors import UserError
-from ..nn.models import VIT_PRESETS, create_vit
-from ..pretrained import load_vit
-from .base import TaskModule
+from ..nn.models import create_vit
+from .vision import ViTTask
 
 
-class ImageClassification(TaskModule):
+class ImageClassification(ViTTask):
     """Vision Transformer image classification (Dosovitskiy et al. 2021; DeiT recipe).
 
     Args:
-        arch: a ViT preset (``vit_tiny``, ``vit_small``, ``vit_base``, ``vit_large``); the
-            fields below that are set override it.
-        num_classes, image_size, in_chans, class_names: linked from the DataModule by the CLI.
-        patch_size, dim, depth, num_heads, mlp_ratio: architecture overrides.
-        drop_path_rate: stochastic depth of the last block (linear from 0 at the first).
-        dropout: dropout on the residual branches; ``head_dropout`` before the classifier.
+        num_classes, class_names: linked from the DataModule by the CLI.
+        head_dropout: dropout before the classifier.
         global_pool: ``token`` ([CLS]) or ``avg`` (mean of patch tokens).
-        stem: ``patch`` (linear patch projection, the paper's) or ``conv`` (a small convolutional
-            stem with the same token grid, Xiao et al. 2021: converges much faster on small data).
         label_smoothing: of the cross-entropy targets.
         mixup, cutmix: alpha of timm Mixup / CutMix (0 for off); ``mixup_prob`` applies one per batch.
-        init_from: a tfm checkpoint or timm ViT weights (``.safetensors``/``.pth``/``.bin``) to start
-            from; position embeddings are resized, a classifier of another size is dropped.
-        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule` (``lr`` ...).
+        **kwargs: the ViT backbone and ``init_from`` (:class:`~tfm.tasks.vision.ViTTask`), optimisation settings
+            of :class:`~tfm.tasks.base.TaskModule` (``lr`` ...).
     """
 
     monitor = ("val/acc1", "max")
 
     def __init__(
         self,
-        arch: str = "vit_tiny",
         num_classes: int = 1000,
-        image_size: int = 224,
-        in_chans: int = 3,
         class_names: list[str] | None = None,
-        patch_size: int = 16,
-        dim: int | None = None,
-        depth: int | None = None,
-        num_heads: int | None = None,
-        mlp_ratio: float | None = None,
-        drop_path_rate: float = 0.1,
-        dropout: float = 0.0,
         head_dropout: float = 0.0,
         global_pool: Literal["token", "avg"] = "token",
-        stem: Literal["patch", "conv"] = "patch",
         label_smoothing: float = 0.1,
         mixup: float = 0.0,
         cutmix: float = 0.0,
         mixup_prob: float = 1.0,
-        init_from: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if arch not in VIT_PRESETS:
-            raise UserError(f"arch={arch!r} is not a ViT preset: use one of {', '.join(VIT_PRESETS)}")
-        self.save_hyperparameters()
         self.class_names = class_names or [str(i) for i in range(num_classes)]
-        self.net = create_vit(
-            arch,
-            image_size=image_size,
-            patch_size=patch_size,
-            in_chans=in_chans,
-            num_classes=num_classes,
-            dim=dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path_rate=drop_path_rate,
-            dropout=dropout,
-            head_dropout=head_dropout,
-            global_pool=global_pool,
-            stem=stem,
-        )
-        if init_from:
-            self.load_backbone(init_from)
+        self.net = create_vit(self.arch, num_classes=num_classes, head_dropout=head_dropout, global_pool=global_pool,
+                              **self.vit)
         self.label_smoothing = label_smoothing
         self.mixup_fn = None
         if mixup > 0 or cutmix > 0:
@@ -96,9 +56,6 @@ class ImageClassification(TaskModule):
         n = self.hparams.num_classes
         return MetricCollection({"acc1": MulticlassAccuracy(n, top_k=1, average="micro"),
                                  "acc5": MulticlassAccuracy(n, top_k=min(5, n), average="micro")}, prefix=f"{stage}/")
-
-    def load_backbone(self, path: str) -> None:
-        load_vit(self.net, path)
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -145,11 +102,7 @@ class ImageClassification(TaskModule):
         ]
 
     def count_batch(self, batch: tuple[Tensor, Tensor]) -> tuple[int, int]:
-        """(samples, tokens) of a batch, for throughput: every image is 1 + patches tokens."""
-        n = len(batch[1])
-        h, w = batch[0].shape[-2:]
-        pe = self.net.patch_embed
-        return n, n * ((h // pe.patch_size[0]) * (w // pe.patch_size[1]) + pe.num_prefix_tokens)
+        return self.count_tokens(batch[0])
 
     def example_images(self, batch: Any) -> Tensor:
         """Images of a batch, for the attention-map callback."""

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 
 from ..errors import UserError
 from ..nn.dense import ViTSegmenter, soft_dice_loss
-from .dense import Batch, DenseTask, check_arch
+from .dense import Batch, DenseTask
 from .pictures import (
     display_images,
     log_pictures,
@@ -30,10 +30,8 @@ class SemanticSegmentation(DenseTask):
     """Semantic segmentation with a Vision Transformer (Segmenter / SETR style).
 
     Args:
-        arch: a ViT preset; ``patch_size``, ``dim``, ``depth``, ``num_heads``, ``mlp_ratio``,
-            ``stem`` override it (as :class:`~tfm.tasks.ImageClassification`).
-        num_classes, image_size, in_chans, class_names: linked from the DataModule by the CLI
-            (``num_classes`` counts the background, class 0).
+        num_classes, class_names: linked from the DataModule by the CLI (``num_classes`` counts the background,
+            class 0).
         decoder: ``linear`` (Segmenter's linear decoder: a class per patch, upsampled bilinearly)
             or ``progressive`` (2x upsampling stages with 3x3 convs, ``decoder_channels`` each).
         image_skip: the progressive stages also see the image at their resolution (sharp edges).
@@ -42,12 +40,11 @@ class SemanticSegmentation(DenseTask):
         ignore_index: mask value that is neither trained on nor scored (VOC: 255).
         label_smoothing: of the cross-entropy.
         dice_weight: adds this times the soft Dice loss (each class weighted equally, as in mIoU).
-        init_from: a tfm checkpoint (e.g. an ImageClassification run) or timm ViT weights to start
-            the backbone from; position embeddings are resized to ``image_size``.
         log_images: validation images drawn with predicted vs true masks after each validation
             (W&B ``val/segmentation`` and ``<run>/media/``); 0 for none.
         save_overlays: ``predict`` also saves each image with its predicted (and true) mask.
-        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
+        **kwargs: the ViT backbone and ``init_from`` (:class:`~tfm.tasks.vision.ViTTask`), optimisation settings
+            of :class:`~tfm.tasks.base.TaskModule`.
 
     Metrics per stage: ``miou`` (mean IoU over the classes seen, accumulated over the whole
     dataset, torchmetrics ``MulticlassJaccardIndex``), ``pixel_acc`` and ``loss``.
@@ -57,19 +54,8 @@ class SemanticSegmentation(DenseTask):
 
     def __init__(
         self,
-        arch: str = "vit_tiny",
         num_classes: int = 21,
-        image_size: int = 224,
-        in_chans: int = 3,
         class_names: list[str] | None = None,
-        patch_size: int = 16,
-        dim: int | None = None,
-        depth: int | None = None,
-        num_heads: int | None = None,
-        mlp_ratio: float | None = None,
-        drop_path_rate: float = 0.1,
-        dropout: float = 0.0,
-        stem: Literal["patch", "conv"] = "patch",
         decoder: Literal["linear", "progressive"] = "progressive",
         decoder_channels: list[int] | None = None,
         image_skip: bool = True,
@@ -77,26 +63,19 @@ class SemanticSegmentation(DenseTask):
         ignore_index: int = 255,
         label_smoothing: float = 0.0,
         dice_weight: float = 0.0,
-        init_from: str | None = None,
         log_images: int = 4,
         save_overlays: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_arch(arch)
         if num_classes < 2:
             raise UserError(f"num_classes={num_classes}: segmentation needs at least two classes (background and one more)")
-        self.save_hyperparameters()
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
         self.label_smoothing, self.log_images, self.save_overlays = label_smoothing, log_images, save_overlays
         self.dice_weight = dice_weight
-        self.net = ViTSegmenter(
-            num_classes, arch, decoder, decoder_channels or [128, 64, 32], image_skip, patch_logits,
-            **self._backbone_args(image_size, patch_size, in_chans, dim, depth, num_heads, mlp_ratio, drop_path_rate, dropout, stem),
-        )
-        if init_from:
-            self.load_backbone(init_from)
+        self.net = ViTSegmenter(num_classes, self.arch, decoder, decoder_channels or [128, 64, 32], image_skip, patch_logits,
+                                **self.vit)
 
         self._pictures: tuple[Tensor, Tensor, Tensor] | None = None
 
