@@ -11,7 +11,7 @@ from tfm.cli import newest_checkpoint
 from tfm.errors import UserError
 from tfm.pretrained import Pretrained, read_checkpoint
 from tfm.tasks import BertPretraining, ImageClassification, Translation
-from tfm.tasks.bert_finetune import load_bert_backbone
+from tfm.tasks.bert import load_bert_backbone
 from tfm.tasks.translation import load_translation_weights
 
 

@@ -9,15 +9,15 @@ from torch import Tensor
 from torchmetrics import MeanMetric, MetricCollection
 
 from ..errors import UserError
-from ..nn.bert import BERT_PRESETS, BertForPretraining, create_bert, masked_positions, pretraining_loss
+from ..nn.bert import BertForPretraining, create_bert, masked_positions, pretraining_loss
 from ..nn.convert import load_hf_bert
 from ..pretrained import Pretrained
-from .base import TaskModule
+from .bert import BertTask
 
 Batch = dict[str, Tensor]
 
 
-class BertPretraining(TaskModule):
+class BertPretraining(BertTask):
     """BERT pretraining: loss = masked-LM cross-entropy (at the masked positions only) + NSP.
 
     Logs per stage: ``loss``, ``mlm_loss``, ``mlm_acc``, ``perplexity`` (exp of the mean MLM loss
@@ -25,31 +25,14 @@ class BertPretraining(TaskModule):
     (weight decay 0.01, not on biases and LayerNorms), linear warmup, then linear decay.
 
     Args:
-        arch: a BERT preset (``bert_tiny``, ``bert_mini``, ``bert_small``, ``bert_base``,
-            ``bert_large``); ``dim``, ``depth``, ``num_heads``, ``ffn_dim`` override it.
-        vocab_size, pad_token_id: linked from the DataModule's tokenizer by the CLI.
-        max_positions: learned position embeddings (at least the data's ``max_seq_length``).
-        dropout, attn_dropout: of the embeddings/residual branches and of the attention weights.
-        init_from: continue from a Hugging Face BERT (a folder with ``config.json`` and weights) or
-            a tfm checkpoint; the architecture then comes from it.
-        **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
+        **kwargs: the backbone and ``init_from`` (:class:`~tfm.tasks.bert.BertTask`: a Hugging Face BERT folder brings
+            its MLM and NSP heads too), optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
     """
 
     monitor = ("val/loss", "min")
 
     def __init__(
         self,
-        arch: str = "bert_base",
-        vocab_size: int = 30522,
-        pad_token_id: int = 0,
-        max_positions: int = 512,
-        dim: int | None = None,
-        depth: int | None = None,
-        num_heads: int | None = None,
-        ffn_dim: int | None = None,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.1,
-        init_from: str | None = None,
         lr: float = 1e-4,
         weight_decay: float = 0.01,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -59,21 +42,17 @@ class BertPretraining(TaskModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, betas=betas, eps=eps, schedule=schedule, warmup_steps=warmup_steps, **kwargs)
-        if arch not in BERT_PRESETS:
-            raise UserError(f"arch={arch!r} is not a BERT preset: use one of {', '.join(BERT_PRESETS)}")
-        self.save_hyperparameters()
+        a, init_from = self.bert_args, self.init_from
         src = Pretrained(init_from, "a tfm .ckpt or a Hugging Face BERT folder", folders=True) if init_from else None
         if src is not None and not src.is_file:
-            self.net = src.hf(load_hf_bert, BertForPretraining, dropout=dropout, attn_dropout=attn_dropout)
-            if self.net.bert.vocab_size != vocab_size:
+            self.net = src.hf(load_hf_bert, BertForPretraining, dropout=a["dropout"], attn_dropout=a["attn_dropout"])
+            if self.net.bert.vocab_size != a["vocab_size"]:
                 raise UserError(
                     f"--model.init_from {init_from} has a vocabulary of {self.net.bert.vocab_size} tokens but the data's tokenizer has "
-                    f"{vocab_size}: pass its vocabulary with --data.tokenizer={init_from}"
+                    f"{a['vocab_size']}: pass its vocabulary with --data.tokenizer={init_from}"
                 )
         else:
-            bert = create_bert(arch, vocab_size=vocab_size, pad_token_id=pad_token_id, max_positions=max_positions, dim=dim,
-                               depth=depth, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout, attn_dropout=attn_dropout)
-            self.net = BertForPretraining(bert)
+            self.net = BertForPretraining(create_bert(**a))
             if src is not None:
                 src.load(self.net, src.weights("net."))
 

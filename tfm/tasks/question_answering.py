@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..nn.bert import BertForQuestionAnswering
-from .bert_finetune import BertFinetuneTask
+from .bert import BertFinetuneTask
 
 Batch = dict[str, Tensor]
 
@@ -25,14 +25,13 @@ class QuestionAnswering(BertFinetuneTask):
 
     Args:
         **kwargs: the backbone and optimisation settings of
-            :class:`~tfm.tasks.bert_finetune.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
+            :class:`~tfm.tasks.bert.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
     """
 
     monitor = ("val/f1", "max")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.net = BertForQuestionAnswering(self.build_bert())
         self._outputs: list[tuple[Tensor, Tensor, Tensor]] = []
         self.predictions: dict[str, str] = {}

@@ -18,7 +18,7 @@ from torchmetrics.classification import (
 )
 
 from ..nn.bert import BertForSequenceClassification
-from .bert_finetune import BertFinetuneTask
+from .bert import BertFinetuneTask
 
 Batch = dict[str, Tensor]
 ProblemType = Literal["single_label", "multi_label", "regression"]
@@ -34,7 +34,7 @@ class SequenceClassification(BertFinetuneTask):
     Args:
         num_labels, label_names, problem_type: linked from the DataModule by the CLI.
         **kwargs: the backbone and optimisation settings of
-            :class:`~tfm.tasks.bert_finetune.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
+            :class:`~tfm.tasks.bert.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
     """
 
     def __init__(
@@ -45,7 +45,6 @@ class SequenceClassification(BertFinetuneTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.problem_type = problem_type
         self.label_names = label_names or [str(i) for i in range(num_labels)]
         out = 1 if problem_type == "regression" else num_labels

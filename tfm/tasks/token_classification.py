@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..metrics import EntityF1
 from ..nn.bert import BertForTokenClassification
-from .bert_finetune import BertFinetuneTask
+from .bert import BertFinetuneTask
 
 Batch = dict[str, Tensor]
 
@@ -27,7 +27,7 @@ class TokenClassification(BertFinetuneTask):
     Args:
         num_labels, label_names, tag_scheme: linked from the DataModule by the CLI.
         **kwargs: the backbone and optimisation settings of
-            :class:`~tfm.tasks.bert_finetune.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
+            :class:`~tfm.tasks.bert.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
     """
 
     def __init__(
@@ -38,7 +38,6 @@ class TokenClassification(BertFinetuneTask):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.label_names = label_names or [str(i) for i in range(num_labels)]
         self.tag_scheme = tag_scheme
         self.net = BertForTokenClassification(self.build_bert(), num_labels, self.head_dropout)

@@ -1,5 +1,5 @@
-"""What the BERT fine-tuning tasks share: the backbone, built from a preset, a tfm pretraining
-checkpoint or a Hugging Face BERT folder (``--model.init_from``), under a fresh head."""
+"""The BERT tasks' base: the backbone's settings declared once (a preset and overrides, or ``init_from``), and
+what the fine-tuning tasks share (a backbone under a fresh head)."""
 
 from __future__ import annotations
 
@@ -36,17 +36,23 @@ def load_bert_backbone(init_from: str, vocab_size: int, dropout: float, attn_dro
     return bert
 
 
-class BertFinetuneTask(TaskModule):
-    """Base of the fine-tuning tasks: ``self.bert`` is ready for a head after ``__init__``.
+class BertTask(TaskModule):
+    """A task on a BERT encoder; ``self.bert_args`` are :func:`~tfm.nn.bert.create_bert`'s keyword arguments.
 
     Args:
-        arch: a BERT preset for a model trained from scratch (``bert_mini`` ...); ignored with
-            ``init_from``, which brings its own architecture.
-        vocab_size, pad_token_id: linked from the DataModule's tokenizer by the CLI.
-        max_positions, dim, depth, num_heads, ffn_dim: architecture of a model from scratch.
-        dropout, attn_dropout: of the backbone (and ``head_dropout`` of the head, default: dropout).
-        init_from: a tfm checkpoint of any BERT task (e.g. pretraining) or a Hugging Face BERT
-            folder (``config.json`` + weights); the head always starts fresh.
+        arch: a BERT preset (``bert_tiny``, ``bert_mini``, ``bert_small``, ``bert_base``, ``bert_large``) for a model
+            from scratch; the fields below that are set override it.
+        vocab_size: linked from the DataModule's tokenizer by the CLI.
+        pad_token_id: linked from the DataModule's tokenizer by the CLI.
+        max_positions: learned position embeddings (at least the data's ``max_seq_length``).
+        dim: width (default: the preset's).
+        depth: number of layers (default: the preset's).
+        num_heads: attention heads (default: the preset's).
+        ffn_dim: feed-forward width (default: the preset's).
+        dropout: of the embeddings and residual branches.
+        attn_dropout: of the attention weights.
+        init_from: a tfm checkpoint of any BERT task (e.g. pretraining) or a Hugging Face BERT folder
+            (``config.json`` + weights); its architecture replaces the preset.
         **kwargs: optimisation settings of :class:`~tfm.tasks.base.TaskModule`.
     """
 
@@ -62,8 +68,36 @@ class BertFinetuneTask(TaskModule):
         ffn_dim: int | None = None,
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
-        head_dropout: float | None = None,
         init_from: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if arch not in BERT_PRESETS:
+            raise UserError(f"arch={arch!r} is not a BERT preset: use one of {', '.join(BERT_PRESETS)}")
+        self.save_hyperparameters()  # this task's arguments and its subclasses' (Lightning reads every frame)
+        self.bert_args = dict(arch=arch, vocab_size=vocab_size, pad_token_id=pad_token_id, max_positions=max_positions,
+                              dim=dim, depth=depth, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout,
+                              attn_dropout=attn_dropout)
+        self.init_from = init_from
+
+
+class BertFinetuneTask(BertTask):
+    """Base of the fine-tuning tasks: ``self.build_bert()`` gives the backbone for a head; the head always starts
+    fresh.
+
+    Args:
+        head_dropout: before the head (default: ``dropout``).
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay.
+        eps: AdamW epsilon.
+        schedule: LR schedule after warmup.
+        warmup_steps: warmup length in optimizer steps, or a fraction (< 1) of all steps.
+        **kwargs: the backbone (:class:`BertTask`), other settings of :class:`~tfm.tasks.base.TaskModule`.
+    """
+
+    def __init__(
+        self,
+        head_dropout: float | None = None,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         eps: float = 1e-6,
@@ -72,16 +106,11 @@ class BertFinetuneTask(TaskModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(lr=lr, weight_decay=weight_decay, eps=eps, schedule=schedule, warmup_steps=warmup_steps, **kwargs)
-        if arch not in BERT_PRESETS:
-            raise UserError(f"arch={arch!r} is not a BERT preset: use one of {', '.join(BERT_PRESETS)}")
-        self._bert_args = dict(arch=arch, vocab_size=vocab_size, pad_token_id=pad_token_id, max_positions=max_positions, dim=dim,
-                               depth=depth, num_heads=num_heads, ffn_dim=ffn_dim, dropout=dropout, attn_dropout=attn_dropout)
-        self.init_from = init_from
-        self.head_dropout = dropout if head_dropout is None else head_dropout
+        self.head_dropout = self.bert_args["dropout"] if head_dropout is None else head_dropout
 
     def build_bert(self) -> Bert:
         """The backbone: from ``init_from`` when given, else a fresh ``arch``."""
-        a = self._bert_args
+        a = self.bert_args
         if self.init_from:
             return load_bert_backbone(self.init_from, a["vocab_size"], a["dropout"], a["attn_dropout"])
         return create_bert(**a)
