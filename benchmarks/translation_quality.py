@@ -55,7 +55,7 @@ def main() -> None:
     test_s = time.perf_counter() - t1
     m = test.trainer.callback_metrics
     emit("translation_quality", "test_bleu", float(m["test/bleu"]), None, None,
-         {"config": CONFIG, "overrides": overrides + extra, "budget_min": args.minutes, "quick": args.quick, "beam": test.model.decoding["num_beams"]},
+         {"config": CONFIG, "overrides": overrides + extra, "budget_min": args.minutes, "quick": args.quick, "beam": test.model.decoding.num_beams},
          test_chrf=round(float(m["test/chrf"]), 2), test_rougeL=round(float(m["test/rougeL"]), 4), test_loss=round(float(m["test/loss"]), 4),
          train_wall_s=round(train_s, 1), test_decode_s=round(test_s, 1), steps=cli.trainer.global_step, epochs=cli.trainer.current_epoch,
          test_sentences=len(test.model.decoded), run=str(run))

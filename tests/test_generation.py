@@ -175,7 +175,7 @@ class PlainDecoder:
         return self.model.encode(src, mask)
 
     def decode(self, tgt, memory, mask=None, cache=None):
-        return self.model.decode(tgt, memory, mask, cache.inner if self.opaque else cache)
+        return self.model.decode(tgt, memory, mask, cache.inner if self.opaque and cache is not None else cache)
 
     def new_cache(self):
         return OpaqueCache(self.model.new_cache()) if self.opaque else self.model.new_cache()
@@ -191,7 +191,8 @@ class OpaqueCache:
 
 @pytest.mark.parametrize("opaque", [False, True])
 def test_any_decoder_through_the_bare_protocol(marian, sources, opaque):
-    """Beams as batch rows with a reordered cache give what the beams-together path gives."""
+    """A model with only the bare protocol gives what the beams-together path gives: beam search recomputes its
+    prefix, greedy search reorders its cache (a tfm KVCache or one with only ``reorder``)."""
     _, model = marian
     plain = PlainDecoder(model, opaque)
     for beams, early_stopping in ((4, False), (3, True), (1, True)):

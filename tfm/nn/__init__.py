@@ -51,7 +51,7 @@ from .embeddings import (
     resize_pos_embed,
     sinusoid_table,
 )
-from .generation import BeamKVCache, GenerationOutput, Hypothesis, beam_search, generate, greedy_search
+from .generation import BeamKVCache, GenerationConfig, GenerationOutput, Hypothesis, beam_search, generate, greedy_search
 from .heads import MLMHead, NSPHead, SequenceClassificationHead, SpanHead, TokenClassificationHead
 from .layers import DropPath, FeedForward, TransformerLayer
 from .models import VIT_PRESETS, VisionTransformer, create_vit, vit_base, vit_large, vit_small, vit_tiny
@@ -81,5 +81,5 @@ __all__ = [
     "transformer_small", "transformer_tiny",
     "CenterHead", "LinearDecoder", "ProgressiveDecoder", "SimpleFeaturePyramid", "ViTDetector", "ViTSegmenter", "box_iou",
     "center_loss", "center_targets", "decode_centers", "generalized_box_iou", "masks_to_boxes", "vit_feature_map",
-    "BeamKVCache", "GenerationOutput", "Hypothesis", "beam_search", "generate", "greedy_search",
+    "BeamKVCache", "GenerationConfig", "GenerationOutput", "Hypothesis", "beam_search", "generate", "greedy_search",
 ]

@@ -10,7 +10,8 @@ A model decodes through three methods (:class:`Seq2SeqTransformer` has them):
 
 A model may also offer ``decode_beams(tgt_ids (B, beams), memory, src_padding_mask, cache)`` and
 ``new_beam_cache(beams)`` (a :class:`BeamKVCache`): beam search then decodes each sentence's beams
-together, as :class:`~tfm.nn.seq2seq.Seq2SeqTransformer` does.
+together, as :class:`~tfm.nn.seq2seq.Seq2SeqTransformer` does; for any other model it recomputes
+the prefix at every step.
 
 The search follows the conventions of Hugging Face ``generate`` (transformers 5.x), so that the
 same model gives the same tokens and scores:
@@ -33,17 +34,16 @@ Speed: one ``(batch, beams)`` tensor program per step, no loop over hypotheses, 
 on one row per sentence (its beams are all the same). With ``decode_beams`` the beams of a
 sentence are the queries of one batch row: cross-attention keys and values are computed once
 per sentence and never copied to its beams, and self-attention keys and values never move when
-beams reorder (:class:`BeamKVCache`: each beam sees its history through a mask). Through the
-bare protocol, the cache's self-attention keys/values are reordered every step (a tfm
-:class:`~tfm.nn.attention.KVCache` in preallocated buffers, one copy per step, leaving the
-cross-attention ones alone). A finished sentence leaves the batch at the next copy of the cache,
-or once finished sentences are a quarter of it, so it soon stops costing compute.
+beams reorder (:class:`BeamKVCache`: each beam sees its history through a mask). Greedy search keeps
+the self-attention keys/values of a tfm :class:`~tfm.nn.attention.KVCache` in preallocated buffers.
+A finished sentence leaves the batch at the next copy of the cache, or once finished sentences are a
+quarter of it, so it soon stops costing compute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Protocol
 
 import torch
@@ -78,6 +78,65 @@ class GenerationOutput:
     nbest: list[list[Hypothesis]] = field(default_factory=list)  # per sentence, best first
 
 
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to generate (fields as HF's ``GenerationConfig`` where both have them).
+
+    Attributes:
+        num_beams: beam size ``k``; 1 is greedy search.
+        num_return_sequences: size of each sentence's n-best list (beam search; default ``k``).
+        length_penalty: scores are divided by ``length ** length_penalty`` (1.0: per-token average; 0.0: raw sums;
+            larger values favour longer hypotheses).
+        early_stopping: True: a sentence is done when ``k`` hypotheses are finished; False (HF's default): also
+            until no alive beam can beat them at its current length; "never": at the maximum length.
+        max_len_a: with ``max_len_b``, at most ``int(max_len_a * src_len + max_len_b)`` generated tokens (EOS
+            included), ``src_len`` being the sentence's non-pad source tokens (fairseq's rule).
+        max_len_b: see ``max_len_a``.
+        max_length: an absolute bound on the same; the model's ``max_positions`` also bounds it.
+        min_length: tokens generated before EOS may be (fairseq's ``min_len``).
+        bos_token_id: the decoder's first input (Marian: the pad token); None: the model's attribute.
+        eos_token_id: None: the model's attribute.
+        pad_token_id: None: the model's attribute.
+        bad_token_ids: tokens never generated; None forbids ``pad`` and ``bos`` (never EOS).
+        force_eos: at the last allowed step only EOS is possible (HF's ``forced_eos_token_id``).
+        use_cache: reuse the decoder's keys and values; False recomputes the whole prefix at every step (the
+            reference the cached search is tested against; the same result, much slower).
+    """
+
+    num_beams: int = 1
+    num_return_sequences: int | None = None
+    length_penalty: float = 1.0
+    early_stopping: bool | Literal["never"] = True
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    max_length: int | None = None
+    min_length: int = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
+    pad_token_id: int | None = None
+    bad_token_ids: Sequence[int] | None = None
+    force_eos: bool = True
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"early_stopping={self.early_stopping!r}: use True, False or 'never'")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams={self.num_beams} must be at least 1")
+        if not 1 <= self.returned <= self.num_beams:
+            raise ValueError(f"num_return_sequences={self.num_return_sequences} must be between 1 and "
+                             f"num_beams={self.num_beams}")
+
+    @property
+    def returned(self) -> int:
+        """Hypotheses returned per sentence."""
+        return self.num_beams if self.num_return_sequences is None else int(self.num_return_sequences)
+
+
+def _config(config: GenerationConfig | None, options: dict[str, Any]) -> GenerationConfig:
+    return replace(config, **options) if config is not None else GenerationConfig(**options)
+
+
 @dataclass
 class _Setup:
     bos: int
@@ -88,26 +147,15 @@ class _Setup:
     ban: Tensor | None  # token ids never generated
 
 
-def _setup(
-    model: Any,
-    src_ids: Tensor,
-    src_padding_mask: Tensor | None,
-    bos_token_id: int | None,
-    eos_token_id: int | None,
-    pad_token_id: int | None,
-    max_len_a: float,
-    max_len_b: int,
-    max_length: int | None,
-    bad_token_ids: Sequence[int] | None,
-) -> _Setup:
+def _setup(model: Any, src_ids: Tensor, src_padding_mask: Tensor | None, c: GenerationConfig) -> _Setup:
     def pick(value: int | None, name: str) -> int:
         value = value if value is not None else getattr(model, name, None)
         if value is None:
             raise ValueError(f"{name} is not set: pass {name}= (the model has none)")
         return int(value)
 
-    bos, eos = pick(bos_token_id, "bos_token_id"), pick(eos_token_id, "eos_token_id")
-    pad = pick(pad_token_id, "pad_token_id")
+    bos, eos = pick(c.bos_token_id, "bos_token_id"), pick(c.eos_token_id, "eos_token_id")
+    pad = pick(c.pad_token_id, "pad_token_id")
     if src_padding_mask is not None:
         mask = src_padding_mask.bool()
     else:
@@ -115,16 +163,14 @@ def _setup(
     src_len = (~mask).sum(1)
     if not bool(mask.any()):
         mask = None
-    max_new = (max_len_a * src_len.double() + max_len_b).long()
+    max_new = (c.max_len_a * src_len.double() + c.max_len_b).long()
     cap = getattr(model, "max_positions", None)  # decoder positions: the start token + max_new - 1
-    if max_length is not None:
-        cap = max_length if cap is None else min(cap, max_length)
+    if c.max_length is not None:
+        cap = c.max_length if cap is None else min(cap, c.max_length)
     if cap is not None:
         max_new = max_new.clamp(max=cap)
     max_new = max_new.clamp(min=1)
-    if bad_token_ids is None:
-        bad_token_ids = (pad, bos)
-    bad = sorted({int(t) for t in bad_token_ids} - {eos})
+    bad = sorted({int(t) for t in (c.bad_token_ids if c.bad_token_ids is not None else (pad, bos))} - {eos})
     ban = torch.tensor(bad, dtype=torch.long, device=src_ids.device) if bad else None
     return _Setup(bos, eos, pad, mask, max_new.to(src_ids.device), ban)
 
@@ -350,29 +396,14 @@ def _compact_now(dead: int, rows: int, free: bool) -> bool:
 
 
 @torch.no_grad()
-def greedy_search(
-    model: DecoderModel,
-    src_ids: Tensor,
-    src_padding_mask: Tensor | None = None,
-    *,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_length: int | None = None,
-    min_length: int = 0,
-    length_penalty: float = 1.0,
-    bos_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    bad_token_ids: Sequence[int] | None = None,
-    force_eos: bool = True,
-    use_cache: bool = True,
-) -> GenerationOutput:
-    """The most probable token at each step (HF ``generate(num_beams=1, do_sample=False)``).
-
-    See :func:`generate` for the arguments. Scores are the sums of the tokens' log-probs over
-    ``length ** length_penalty``, as for beam search (HF greedy reports none)."""
-    s = _setup(model, src_ids, src_padding_mask, bos_token_id, eos_token_id, pad_token_id,
-               max_len_a, max_len_b, max_length, bad_token_ids)
+def greedy_search(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | None = None,
+                  config: GenerationConfig | None = None, **options: Any) -> GenerationOutput:
+    """The most probable token at each step (HF ``generate(num_beams=1, do_sample=False)``); ``options`` override
+    ``config``'s fields. Scores are the sums of the tokens' log-probs over ``length ** length_penalty``, as for beam
+    search (HF greedy reports none)."""
+    c = _config(config, options)
+    s = _setup(model, src_ids, src_padding_mask, c)
+    min_length, length_penalty, force_eos, use_cache = c.min_length, c.length_penalty, c.force_eos, c.use_cache
     B, device = src_ids.shape[0], src_ids.device
     memory = model.encode(src_ids, s.mask)
     L = int(s.max_new.max())
@@ -423,44 +454,20 @@ def greedy_search(
 
 
 @torch.no_grad()
-def beam_search(
-    model: DecoderModel,
-    src_ids: Tensor,
-    src_padding_mask: Tensor | None = None,
-    *,
-    num_beams: int = 4,
-    num_return_sequences: int | None = None,
-    length_penalty: float = 1.0,
-    early_stopping: bool | Literal["never"] = True,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_length: int | None = None,
-    min_length: int = 0,
-    bos_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    bad_token_ids: Sequence[int] | None = None,
-    force_eos: bool = True,
-    use_cache: bool = True,
-) -> GenerationOutput:
+def beam_search(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | None = None,
+                config: GenerationConfig | None = None, **options: Any) -> GenerationOutput:
     """Beam search with ``num_beams`` beams per sentence, batched over sentences; HF
-    ``generate(num_beams=k, do_sample=False)``'s algorithm and conventions (module docstring).
+    ``generate(num_beams=k, do_sample=False)``'s algorithm and conventions (module docstring); ``options`` override
+    ``config``'s fields. ``nbest`` holds the ``num_return_sequences`` (default ``num_beams``) best finished hypotheses
+    of each sentence, best first.
 
-    See :func:`generate` for the arguments. ``nbest`` holds the ``num_return_sequences``
-    (default ``num_beams``) best finished hypotheses of each sentence, best first. A model with
-    ``decode_beams`` and ``new_beam_cache`` (:class:`Seq2SeqTransformer`) decodes each
-    sentence's beams together (:class:`BeamKVCache`); any other through ``decode`` and its cache's
-    ``reorder``."""
-    if early_stopping not in (True, False, "never"):
-        raise ValueError(f"early_stopping={early_stopping!r}: use True, False or 'never'")
-    k = int(num_beams)
-    if k < 1:
-        raise ValueError(f"num_beams={num_beams} must be at least 1")
-    n = k if num_return_sequences is None else int(num_return_sequences)
-    if not 1 <= n <= k:
-        raise ValueError(f"num_return_sequences={num_return_sequences} must be between 1 and num_beams={k}")
-    s = _setup(model, src_ids, src_padding_mask, bos_token_id, eos_token_id, pad_token_id,
-               max_len_a, max_len_b, max_length, bad_token_ids)
+    One cached path: a model with ``decode_beams`` and ``new_beam_cache`` (:class:`Seq2SeqTransformer`) decodes each
+    sentence's beams together (:class:`BeamKVCache`). Any other model, and ``use_cache=False``, recompute the whole
+    prefix through ``decode`` at every step: the reference the cached path is tested against."""
+    c = _config(config, options)
+    s = _setup(model, src_ids, src_padding_mask, c)
+    k, n, early_stopping, length_penalty = c.num_beams, c.returned, c.early_stopping, c.length_penalty
+    min_length, force_eos = c.min_length, c.force_eos
     B, device = src_ids.shape[0], src_ids.device
     memory = model.encode(src_ids, s.mask)
     L = int(s.max_new.max())
@@ -468,11 +475,8 @@ def beam_search(
     out_scores = torch.full((B, n), float("-inf"), device=device)
     out_len = torch.zeros((B, n), dtype=torch.long, device=device)
 
-    folded = use_cache and hasattr(model, "decode_beams") and hasattr(model, "new_beam_cache")
-    if folded:
-        cache = model.new_beam_cache(k)  # type: ignore[attr-defined]
-    else:
-        cache = _search_cache(model) if use_cache else None
+    folded = c.use_cache and hasattr(model, "decode_beams") and hasattr(model, "new_beam_cache")
+    cache = model.new_beam_cache(k) if folded else None  # type: ignore[attr-defined]
     active = torch.arange(B, device=device)  # original index of each sentence in the batch
     live = torch.ones(B, dtype=torch.bool, device=device)  # not finished yet
     max_new, mask = s.max_new, s.mask  # per sentence
@@ -485,7 +489,6 @@ def beam_search(
     fin_len = torch.zeros((B, k), dtype=torch.long, device=device)
     improvable = torch.ones(B, dtype=torch.bool, device=device)
     top_k_mask = torch.arange(2 * k, device=device) < k
-    beam_offsets = torch.arange(k, device=device)
     for t in range(L):
         Ba = active.numel()
         rows_per = 1 if t == 0 else k  # step 0: one row per sentence, its beams are all the same
@@ -493,10 +496,6 @@ def beam_search(
             inp = alive[:, :, -1] if t else torch.full((Ba, 1), s.bos, dtype=torch.long, device=device)
             logits = model.decode_beams(inp, memory if t == 0 else None, mask, cache)  # type: ignore[attr-defined]
             logits = logits.reshape(Ba * rows_per, 1, -1)
-        elif use_cache:
-            inp = alive[:, :, -1].reshape(-1, 1) if t else torch.full((Ba, 1), s.bos, dtype=torch.long, device=device)
-            rows_mask = mask.repeat_interleave(rows_per, 0) if mask is not None and rows_per > 1 else mask
-            logits = model.decode(inp, memory if t == 0 else None, rows_mask, cache)
         else:
             prefix = torch.cat([torch.full((Ba, rows_per, 1), s.bos, dtype=torch.long, device=device),
                                 alive[:, :rows_per]], 2)
@@ -570,21 +569,13 @@ def beam_search(
             alive, alive_scores, fin, fin_scores = alive[keep], alive_scores[keep], fin[keep], fin_scores[keep]
             fin_flag, fin_len = fin_flag[keep], fin_len[keep]
             mask = mask.index_select(0, keep) if mask is not None else None
-            memory = memory.index_select(0, keep) if not use_cache else None
-        elif use_cache:
+            memory = memory.index_select(0, keep) if not folded else None
+        elif folded:
             memory = None  # in the cache now
         if folded:
             cache.advance(src_beam)
             if keep is not None:
                 cache.select(keep)
-        elif cache is not None:  # beam j of kept sentence i continues row (i, src_beam[i, j])
-            kept = keep if keep is not None else torch.arange(Ba, device=device)
-            if t == 0:
-                rows = cross = kept.repeat_interleave(k)
-            else:
-                rows = (kept[:, None] * k + src_beam.index_select(0, kept)).reshape(-1)
-                cross = (kept[:, None] * k + beam_offsets).reshape(-1) if keep is not None else None
-            _reorder(cache, rows, cross)
     width = int(out_len[:, 0].max()) if B else 0
     sequences = out[:, 0, :width].clone()
     nbest = [
@@ -594,62 +585,19 @@ def beam_search(
     return GenerationOutput(sequences, out_scores[:, 0].clone(), out_len[:, 0].clone(), nbest)
 
 
-def generate(
-    model: DecoderModel,
-    src_ids: Tensor,
-    src_padding_mask: Tensor | None = None,
-    *,
-    num_beams: int = 1,
-    num_return_sequences: int | None = None,
-    length_penalty: float = 1.0,
-    early_stopping: bool | Literal["never"] = True,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    max_length: int | None = None,
-    min_length: int = 0,
-    bos_token_id: int | None = None,
-    eos_token_id: int | None = None,
-    pad_token_id: int | None = None,
-    bad_token_ids: Sequence[int] | None = None,
-    force_eos: bool = True,
-    use_cache: bool = True,
-) -> GenerationOutput:
+def generate(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | None = None,
+             config: GenerationConfig | None = None, **options: Any) -> GenerationOutput:
     """Translate a batch: greedy search when ``num_beams == 1``, beam search otherwise.
 
     Args:
         src_ids: ``(B, S)`` source token ids, right- or left-padded with ``pad_token_id``.
         src_padding_mask: ``(B, S)``, True at pads; None derives it from ``pad_token_id``.
-        num_beams: beam size ``k``.
-        num_return_sequences: size of each sentence's n-best list (beam search; default ``k``).
-        length_penalty: scores are divided by ``length ** length_penalty`` (1.0: per-token average;
-            0.0: raw sums; larger values favour longer hypotheses).
-        early_stopping: True: a sentence is done when ``k`` hypotheses are finished; False (HF's
-            default): also until no alive beam can beat them at its current length; "never":
-            at the maximum length.
-        max_len_a, max_len_b: at most ``int(max_len_a * src_len + max_len_b)`` generated tokens (EOS
-            included), ``src_len`` being the sentence's non-pad source tokens (fairseq's rule);
-        max_length: an absolute bound on the same; the model's ``max_positions`` also bounds it.
-        min_length: tokens generated before EOS may be (fairseq's ``min_len``).
-        bos_token_id, eos_token_id, pad_token_id: default to the model's attributes. The decoder
-            starts from ``bos_token_id`` (Marian: the pad token).
-        bad_token_ids: tokens never generated; None forbids ``pad`` and ``bos`` (never EOS).
-        force_eos: at the last allowed step only EOS is possible (HF's ``forced_eos_token_id``).
-        use_cache: reuse the decoder's keys and values; False recomputes the whole prefix at
-            every step (for testing: the same result, much slower).
+        config: how to generate (:class:`GenerationConfig`); ``options`` override its fields.
 
     Returns:
         :class:`GenerationOutput`: ``sequences`` ``(B, T)`` (the best hypothesis without the
         start token, EOS included, padded with ``pad_token_id``), ``scores`` ``(B,)``,
         ``lengths`` ``(B,)`` and the n-best lists.
     """
-    common = dict(
-        max_len_a=max_len_a, max_len_b=max_len_b, max_length=max_length, min_length=min_length,
-        length_penalty=length_penalty, bos_token_id=bos_token_id, eos_token_id=eos_token_id,
-        pad_token_id=pad_token_id, bad_token_ids=bad_token_ids, force_eos=force_eos, use_cache=use_cache,
-    )
-    if num_beams == 1:
-        if num_return_sequences not in (None, 1):
-            raise ValueError(f"num_return_sequences={num_return_sequences} needs num_beams >= it (greedy search gives one)")
-        return greedy_search(model, src_ids, src_padding_mask, **common)
-    return beam_search(model, src_ids, src_padding_mask, num_beams=num_beams, num_return_sequences=num_return_sequences,
-                       early_stopping=early_stopping, **common)
+    c = _config(config, options)
+    return (greedy_search if c.num_beams == 1 else beam_search)(model, src_ids, src_padding_mask, c)

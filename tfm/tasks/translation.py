@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..nn.convert import load_hf_marian
-from ..nn.generation import generate
+from ..nn.generation import GenerationConfig, generate
 from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer, label_smoothed_cross_entropy
 from ..pretrained import Pretrained
 from .base import Schedule, TaskModule
@@ -146,7 +146,8 @@ class Translation(TaskModule):
             self.net = self.build(dict(self.hparams))
         self.label_smoothing = label_smoothing
         self.pad_token_id, self.bos_token_id, self.eos_token_id = pad_token_id, bos_token_id, eos_token_id
-        self.decoding = dict(num_beams=beam_size, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b, min_length=min_len)
+        self.decoding = GenerationConfig(num_beams=beam_size, length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b,
+                                         min_length=min_len, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
         self.bleu_every_n_epochs, self.num_samples, self.predict_output = bleu_every_n_epochs, num_samples, predict_output
         self._decoded: list[tuple[int, str, str, str]] = []  # (index, source, reference, hypothesis)
         self._sums: list[tuple[int, float, float, int]] = []  # (index, smoothed loss, nll, target tokens) per sentence
@@ -194,15 +195,7 @@ class Translation(TaskModule):
         """Beam search (or greedy with ``num_beams=1``): the best hypothesis of each source, as
         token ids without [START] and [END]."""
         model = net or self.eval_net
-        out = generate(
-            model,
-            src_ids,
-            src_ids == self.pad_token_id,
-            bos_token_id=self.bos_token_id,
-            eos_token_id=self.eos_token_id,
-            pad_token_id=self.pad_token_id,
-            **(self.decoding | overrides),
-        )
+        out = generate(model, src_ids, src_ids == self.pad_token_id, self.decoding, **overrides)
         hyps = []
         for seq in out.sequences.tolist():
             seq = [t for t in seq if t not in (self.bos_token_id, self.pad_token_id)]
