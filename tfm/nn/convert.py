@@ -10,7 +10,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Mapping, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -71,13 +71,50 @@ def load_into(model: nn.Module, state_dict: StateDict, what: str, strict: bool =
         raise ConversionError(f"{what}: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
 
 
+# Name tables: one style for every source. A table is an ordered list of (regex, replacement) over a whole name;
+# the first match renames it (None: the weight is dropped), a name no entry matches is refused. Query, key and value
+# come out as ``attn.{q,k,v}`` / ``cross_attn.{q,k,v}`` and are fused by :func:`_fuse_attention`.
+NameTable = list[tuple[str, str | None]]
+
+
+def _rename(state_dict: StateDict, table: NameTable, what: str) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        for pattern, repl in table:
+            if m := re.fullmatch(pattern, key):
+                if repl is not None:
+                    out[m.expand(repl)] = value
+                break
+        else:
+            raise ConversionError(f"{what} weight {key} has no counterpart in tfm (another {what} variant?)")
+    return out
+
+
+def _fuse_attention(sd: dict[str, Tensor], what: str) -> dict[str, Tensor]:
+    """``X.attn.{q,k,v}.T`` -> ``X.attn.qkv.T``; ``X.cross_attn.{k,v}.T`` -> ``X.cross_attn.kv.T`` (its ``q`` stays)."""
+    groups: dict[tuple[str, str, str], dict[str, Tensor]] = {}
+    out: dict[str, Tensor] = {}
+    for key, value in sd.items():
+        m = re.fullmatch(r"(.+)\.(attn|cross_attn)\.([qkv])\.(weight|bias)", key)
+        if m is None or (m.group(2) == "cross_attn" and m.group(3) == "q"):
+            out[key] = value
+        else:
+            groups.setdefault((m.group(1), m.group(2), m.group(4)), {})[m.group(3)] = value
+    for (prefix, attn, kind), parts in sorted(groups.items()):
+        want = ("q", "k", "v") if attn == "attn" else ("k", "v")
+        if set(parts) != set(want) or (attn == "cross_attn" and f"{prefix}.cross_attn.q.{kind}" not in out):
+            raise ConversionError(f"{what} {prefix}: {attn} {kind} of query/key/value incomplete (only {', '.join(sorted(parts))})")
+        out[f"{prefix}.{attn}.{'qkv' if attn == 'attn' else 'kv'}.{kind}"] = torch.cat([parts[w] for w in want])
+    return out
+
+
 # timm ViT ------------------------------------------------------------------------------------------
 
-_TIMM_VIT_RENAMES = [
-    (r"^cls_token$", "patch_embed.cls_token"),
-    (r"^pos_embed$", "patch_embed.pos_embed"),
-    (r"^blocks\.", "encoder.blocks."),
-    (r"^norm\.", "encoder.norm."),
+_TIMM_VIT_NAMES: NameTable = [
+    (r"(cls_token|pos_embed)", r"patch_embed.\1"),
+    (r"blocks\.(.+)", r"encoder.blocks.\1"),
+    (r"norm\.(.+)", r"encoder.norm.\1"),
+    (r"(.+)", r"\1"),  # patch_embed, fc_norm, head: the same names
 ]
 _TIMM_VIT_UNSUPPORTED = ("reg_token", ".ls1.", ".ls2.", ".q_norm.", ".k_norm.", "norm_pre.", "attn_pool.")
 
@@ -114,15 +151,9 @@ def timm_vit_config(state_dict: StateDict, num_heads: int | None = None) -> dict
 
 def timm_vit_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
     """Rename a timm ``VisionTransformer`` state dict to :class:`VisionTransformer` names."""
-    out: dict[str, Tensor] = {}
-    for key, value in state_dict.items():
-        if any(u in key for u in _TIMM_VIT_UNSUPPORTED):
-            raise ConversionError(f"timm ViT weight {key} belongs to a variant tfm does not build (layer scale, registers, qk-norm)")
-        new = key
-        for pattern, repl in _TIMM_VIT_RENAMES:
-            new = re.sub(pattern, repl, new)
-        out[new] = value
-    return out
+    if bad := next((k for k in state_dict if any(u in k for u in _TIMM_VIT_UNSUPPORTED)), None):
+        raise ConversionError(f"timm ViT weight {bad} belongs to a variant tfm does not build (layer scale, registers, qk-norm)")
+    return _rename(state_dict, _TIMM_VIT_NAMES, "timm ViT")
 
 
 def load_timm_vit(
@@ -181,26 +212,29 @@ def _keep_head_if_it_fits(model: VisionTransformer, sd: dict[str, Tensor]) -> di
 # Hugging Face BERT ---------------------------------------------------------------------------------
 
 _HF_BERT_ACTIVATIONS = {"gelu": "gelu", "relu": "relu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
-_HF_BERT_RENAMES = [  # applied in order to names without the ``bert.`` prefix
-    (r"^embeddings\.word_embeddings\.", "bert.embeddings.tokens."),
-    (r"^embeddings\.position_embeddings\.", "bert.embeddings.positions."),
-    (r"^embeddings\.token_type_embeddings\.", "bert.embeddings.segments."),
-    (r"^embeddings\.LayerNorm\.", "bert.embeddings.norm."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.dense\.", r"bert.encoder.blocks.\1.attn.proj."),
-    (r"^encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.", r"bert.encoder.blocks.\1.norm1."),
-    (r"^encoder\.layer\.(\d+)\.intermediate\.dense\.", r"bert.encoder.blocks.\1.mlp.fc1."),
-    (r"^encoder\.layer\.(\d+)\.output\.dense\.", r"bert.encoder.blocks.\1.mlp.fc2."),
-    (r"^encoder\.layer\.(\d+)\.output\.LayerNorm\.", r"bert.encoder.blocks.\1.norm2."),
-    (r"^pooler\.dense\.", "bert.pooler."),
-    (r"^cls\.predictions\.transform\.dense\.", "mlm.dense."),
-    (r"^cls\.predictions\.transform\.LayerNorm\.", "mlm.norm."),
-    (r"^cls\.predictions\.bias$", "mlm.decoder.bias"),
-    (r"^cls\.seq_relationship\.", "nsp.proj."),
-    (r"^classifier\.", "classifier.proj."),
-    (r"^qa_outputs\.", "qa.proj."),
+_HF_BERT_NAMES: NameTable = [  # names without the ``bert.`` prefix, TensorFlow's LayerNorm gamma/beta renamed
+    (r"embeddings\.(position_ids|token_type_ids)", None),
+    (r"embeddings\.word_embeddings\.(.+)", r"bert.embeddings.tokens.\1"),
+    (r"embeddings\.position_embeddings\.(.+)", r"bert.embeddings.positions.\1"),
+    (r"embeddings\.token_type_embeddings\.(.+)", r"bert.embeddings.segments.\1"),
+    (r"embeddings\.LayerNorm\.(.+)", r"bert.embeddings.norm.\1"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.query\.(weight|bias)", r"bert.encoder.blocks.\1.attn.q.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.key\.(weight|bias)", r"bert.encoder.blocks.\1.attn.k.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.self\.value\.(weight|bias)", r"bert.encoder.blocks.\1.attn.v.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.dense\.(.+)", r"bert.encoder.blocks.\1.attn.proj.\2"),
+    (r"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.(.+)", r"bert.encoder.blocks.\1.norm1.\2"),
+    (r"encoder\.layer\.(\d+)\.intermediate\.dense\.(.+)", r"bert.encoder.blocks.\1.mlp.fc1.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.dense\.(.+)", r"bert.encoder.blocks.\1.mlp.fc2.\2"),
+    (r"encoder\.layer\.(\d+)\.output\.LayerNorm\.(.+)", r"bert.encoder.blocks.\1.norm2.\2"),
+    (r"pooler\.dense\.(.+)", r"bert.pooler.\1"),
+    (r"cls\.predictions\.transform\.dense\.(.+)", r"mlm.dense.\1"),
+    (r"cls\.predictions\.transform\.LayerNorm\.(.+)", r"mlm.norm.\1"),
+    (r"cls\.predictions\.bias", "mlm.decoder.bias"),
+    (r"cls\.predictions\.decoder\.(weight|bias)", r"mlm.hf_decoder.\1"),  # checked and dropped below
+    (r"cls\.seq_relationship\.(.+)", r"nsp.proj.\1"),
+    (r"classifier\.(.+)", r"classifier.proj.\1"),
+    (r"qa_outputs\.(.+)", r"qa.proj.\1"),
 ]
-_HF_BERT_QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
-_HF_BERT_DROPPED = re.compile(r"^embeddings\.(position_ids|token_type_ids)$|^cls\.predictions\.decoder\.bias$")
 # parts of a task model that may be absent from a checkpoint: they keep their initialisation
 _HEAD_PREFIXES = ("bert.pooler.", "mlm.", "nsp.", "classifier.", "qa.")
 _HF_BERT_MODELS = (
@@ -250,34 +284,13 @@ def hf_bert_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
     tfm task models: the encoder under ``bert.``, heads ``mlm.``, ``nsp.``, ``classifier.``,
     ``qa.``. Query, key and value are fused into one ``qkv``; the MLM decoder weight is dropped
     (tfm ties it to the word embeddings, and refuses a checkpoint where it is not tied)."""
-    out: dict[str, Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, Tensor]] = {}
-    decoder = None
-    for key, value in state_dict.items():
-        name = key.removeprefix("bert.")
-        # LayerNorm gamma/beta: checkpoints converted from TensorFlow long ago
-        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-        if _HF_BERT_DROPPED.search(name):
-            continue
-        if name == "cls.predictions.decoder.weight":
-            decoder = value
-            continue
-        if m := _HF_BERT_QKV.match(name):
-            qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
-            continue
-        new = name
-        for pattern, repl in _HF_BERT_RENAMES:
-            new = re.sub(pattern, repl, new)
-        if new == name:
-            raise ConversionError(f"HF BERT weight {key} has no counterpart in tfm (another BERT variant?)")
-        out[new] = value
-    if "mlm.decoder.bias" not in out and "cls.predictions.decoder.bias" in state_dict:
-        out["mlm.decoder.bias"] = state_dict["cls.predictions.decoder.bias"]
-    for (layer, kind), parts in sorted(qkv.items()):
-        if set(parts) != {"query", "key", "value"}:
-            have = ", ".join(sorted(parts))
-            raise ConversionError(f"HF BERT layer {layer}: {kind} of query/key/value incomplete (only {have})")
-        out[f"bert.encoder.blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    names = {re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias",
+                                                                       k.removeprefix("bert."))): v
+             for k, v in state_dict.items()}
+    out = _fuse_attention(_rename(names, _HF_BERT_NAMES, "HF BERT"), "HF BERT")
+    decoder, decoder_bias = out.pop("mlm.hf_decoder.weight", None), out.pop("mlm.hf_decoder.bias", None)
+    if decoder_bias is not None:
+        out.setdefault("mlm.decoder.bias", decoder_bias)
     words = out.get("bert.embeddings.tokens.weight")
     if decoder is not None and words is not None and not torch.equal(decoder, words):
         raise ConversionError("HF BERT MLM decoder is not tied to the word embeddings: tfm's MLM head always ties them")
@@ -366,19 +379,17 @@ def _hf_bert_source(
     source: StateDict | str | Path, config: Mapping[str, Any] | str | Path | None
 ) -> tuple[dict[str, Tensor], dict[str, Any], str]:
     """``(state dict, config dict, description for messages)`` of a BERT checkpoint source."""
-    return _hf_checkpoint(source, config, "BERT", _read_config)
+    return _hf_checkpoint(source, config, "BERT")
 
 
-def _hf_checkpoint(
-    source: StateDict | str | Path, config: Any, kind: str, read_config: Callable[[Any], dict[str, Any]]
-) -> tuple[dict[str, Tensor], dict[str, Any], str]:
+def _hf_checkpoint(source: StateDict | str | Path, config: Any, kind: str) -> tuple[dict[str, Tensor], dict[str, Any], str]:
     """A state dict (with ``config=``), a folder with ``config.json`` and weights, a weights file
     (its folder's ``config.json`` or ``config=``) or a Hub repo id: ``(state dict, config dict,
     description for messages)``; ``kind`` names the model family in messages."""
     if not isinstance(source, (str, Path)):
         if config is None:
             raise ConversionError("a state dict does not give the number of heads: pass config= (dict or config.json)")
-        return dict(source), read_config(config), f"HF {kind} state dict"
+        return dict(source), _read_config(config, kind), f"HF {kind} state dict"
     path = Path(source).expanduser()
     if not path.exists():
         if isinstance(source, str) and re.fullmatch(r"[\w.-]+(/[\w.-]+)?", source):
@@ -396,7 +407,7 @@ def _hf_checkpoint(
         if not (path / "config.json").is_file():
             raise ConversionError(f"no config.json in {path}: pass config= (an HF config dict or config.json)")
         config = path / "config.json"
-    return _read_weights(weights), read_config(config), what
+    return _read_weights(weights), _read_config(config, kind), what
 
 
 def _read_weights(path: Path) -> dict[str, Tensor]:
@@ -411,16 +422,19 @@ def _read_weights(path: Path) -> dict[str, Tensor]:
     return sd
 
 
-def _read_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+def _read_config(config: Mapping[str, Any] | str | Path, kind: str = "BERT") -> dict[str, Any]:
+    """An HF config: a dict, an object with ``to_dict()`` (``MarianConfig`` ...) or a ``config.json``."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
     if isinstance(config, Mapping):
         return dict(config)
     path = Path(config)
     if not path.is_file():
-        raise ConversionError(f"BERT config {path} does not exist")
+        raise ConversionError(f"{kind} config {path} does not exist")
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ConversionError(f"BERT config {path} is not valid JSON: {e}") from None
+        raise ConversionError(f"{kind} config {path} is not valid JSON: {e}") from None
 
 
 def _hub_download(repo_id: str) -> Path:
@@ -443,17 +457,22 @@ def _hub_download(repo_id: str) -> Path:
 
 _HF_MARIAN_ACTIVATIONS = {"swish": "silu", "silu": "silu", "relu": "relu", "gelu": "gelu", "gelu_new": "gelu_tanh",
                           "gelu_pytorch_tanh": "gelu_tanh"}
-_HF_MARIAN_LAYER = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(.+)$")
-_HF_MARIAN_PARTS = {  # inside a layer: HF name -> tfm name (q/k/v handled apart)
-    "self_attn.out_proj": "attn.proj",
-    "self_attn_layer_norm": "norm1",
-    "encoder_attn.out_proj": "cross_attn.proj",
-    "encoder_attn_layer_norm": "norm_cross",
-    "fc1": "mlp.fc1",
-    "fc2": "mlp.fc2",
-    "final_layer_norm": "norm2",
-}
-_HF_MARIAN_QKV = re.compile(r"^(self_attn|encoder_attn)\.(q|k|v)_proj\.(weight|bias)$")
+_HF_MARIAN_NAMES: NameTable = [  # names without the ``model.`` prefix
+    (r"shared\.weight", "shared.weight"),  # the tied matrix: under each name it serves, below
+    (r"encoder\.embed_tokens\.weight", "src_embed.tokens.weight"),
+    (r"decoder\.embed_tokens\.weight", "tgt_embed.tokens.weight"),
+    (r"encoder\.embed_positions\.weight", "src_embed.positions.table"),
+    (r"decoder\.embed_positions\.weight", "tgt_embed.positions.table"),
+    (r"(lm_head\.weight|final_logits_bias)", r"\1"),
+    (r"(encoder|decoder)\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", r"transformer.\1.blocks.\2.attn.\3.\4"),
+    (r"(encoder|decoder)\.layers\.(\d+)\.self_attn\.out_proj\.(.+)", r"transformer.\1.blocks.\2.attn.proj.\3"),
+    (r"(encoder|decoder)\.layers\.(\d+)\.self_attn_layer_norm\.(.+)", r"transformer.\1.blocks.\2.norm1.\3"),
+    (r"decoder\.layers\.(\d+)\.encoder_attn\.([qkv])_proj\.(weight|bias)", r"transformer.decoder.blocks.\1.cross_attn.\2.\3"),
+    (r"decoder\.layers\.(\d+)\.encoder_attn\.out_proj\.(.+)", r"transformer.decoder.blocks.\1.cross_attn.proj.\2"),
+    (r"decoder\.layers\.(\d+)\.encoder_attn_layer_norm\.(.+)", r"transformer.decoder.blocks.\1.norm_cross.\2"),
+    (r"(encoder|decoder)\.layers\.(\d+)\.(fc1|fc2)\.(.+)", r"transformer.\1.blocks.\2.mlp.\3.\4"),
+    (r"(encoder|decoder)\.layers\.(\d+)\.final_layer_norm\.(.+)", r"transformer.\1.blocks.\2.norm2.\3"),
+]
 
 
 def hf_marian_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -524,51 +543,15 @@ def hf_marian_to_tfm(state_dict: StateDict) -> dict[str, Tensor]:
     / ``tgt_embed.tokens`` / ``lm_head`` (the shared matrix under each name it serves, read from
     ``shared`` when a tied copy was not saved); the sinusoidal tables as
     ``{src,tgt}_embed.positions.table`` (not trained; :func:`load_hf_marian` checks them)."""
-    out: dict[str, Tensor] = {}
-    qkv: dict[tuple[str, str, str, str], dict[str, Tensor]] = {}
-    shared = None
-    for key, value in state_dict.items():
-        name = key.removeprefix("model.")
-        if name == "shared.weight":
-            shared = value
-        elif name == "encoder.embed_tokens.weight":
-            out["src_embed.tokens.weight"] = value
-        elif name == "decoder.embed_tokens.weight":
-            out["tgt_embed.tokens.weight"] = value
-        elif name in ("encoder.embed_positions.weight", "decoder.embed_positions.weight"):
-            out[("src" if name.startswith("encoder") else "tgt") + "_embed.positions.table"] = value
-        elif name == "lm_head.weight":
-            out["lm_head.weight"] = value
-        elif name == "final_logits_bias":
-            out["final_logits_bias"] = value.reshape(-1)
-        elif m := _HF_MARIAN_LAYER.match(name):
-            stack, layer, rest = m.groups()
-            if q := _HF_MARIAN_QKV.match(rest):
-                attn, which, kind = q.groups()
-                qkv.setdefault((stack, layer, attn, kind), {})[which] = value
-                continue
-            part, _, kind = rest.rpartition(".")
-            if part not in _HF_MARIAN_PARTS:
-                raise ConversionError(f"HF Marian weight {key} has no counterpart in tfm (another Marian variant?)")
-            out[f"transformer.{stack}.blocks.{layer}.{_HF_MARIAN_PARTS[part]}.{kind}"] = value
-        else:
-            raise ConversionError(f"HF Marian weight {key} has no counterpart in tfm (another Marian variant?)")
-    if shared is not None:
+    names = {k.removeprefix("model."): v for k, v in state_dict.items()}
+    out = _fuse_attention(_rename(names, _HF_MARIAN_NAMES, "HF Marian"), "HF Marian")
+    if "final_logits_bias" in out:
+        out["final_logits_bias"] = out["final_logits_bias"].reshape(-1)
+    if (shared := out.pop("shared.weight", None)) is not None:
         out.setdefault("src_embed.tokens.weight", shared)
         out.setdefault("tgt_embed.tokens.weight", shared)
     if "tgt_embed.tokens.weight" in out:
         out.setdefault("lm_head.weight", out["tgt_embed.tokens.weight"])
-    for (stack, layer, attn, kind), parts in sorted(qkv.items()):
-        prefix = f"transformer.{stack}.blocks.{layer}"
-        if attn == "self_attn":
-            want, name = ("q", "k", "v"), f"{prefix}.attn.qkv.{kind}"
-        else:
-            want, name = ("k", "v"), f"{prefix}.cross_attn.kv.{kind}"
-            if "q" in parts:
-                out[f"{prefix}.cross_attn.q.{kind}"] = parts["q"]
-        if any(w not in parts for w in want) or (attn != "self_attn" and "q" not in parts):
-            raise ConversionError(f"HF Marian {stack} layer {layer}: {attn} {kind} of query/key/value incomplete")
-        out[name] = torch.cat([parts[w] for w in want])
     return out
 
 
@@ -630,24 +613,8 @@ def _hf_marian_source(
     source: nn.Module | StateDict | str | Path, config: Mapping[str, Any] | str | Path | None
 ) -> tuple[dict[str, Tensor], dict[str, Any], str]:
     """``(state dict, config dict, description for messages)`` of a Marian checkpoint source."""
-    if config is not None and hasattr(config, "to_dict"):
-        config = config.to_dict()
     if isinstance(source, nn.Module):
-        if config is None:
-            if not hasattr(source, "config"):
-                raise ConversionError(f"{type(source).__name__} has no .config: pass config=")
-            config = source.config.to_dict()
-        return dict(source.state_dict()), _read_marian_config(config), f"HF {type(source).__name__}"
-    return _hf_checkpoint(source, config, "Marian", _read_marian_config)
-
-
-def _read_marian_config(config: Mapping[str, Any] | str | Path) -> dict[str, Any]:
-    if isinstance(config, Mapping):
-        return dict(config)
-    path = Path(config)
-    if not path.is_file():
-        raise ConversionError(f"Marian config {path} does not exist")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConversionError(f"Marian config {path} is not valid JSON: {e}") from None
+        if config is None and not hasattr(source, "config"):
+            raise ConversionError(f"{type(source).__name__} has no .config: pass config=")
+        return dict(source.state_dict()), _read_config(config or source.config, "Marian"), f"HF {type(source).__name__}"
+    return _hf_checkpoint(source, config, "Marian")
