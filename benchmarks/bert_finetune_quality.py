@@ -25,7 +25,8 @@ os.chdir(ROOT)
 os.environ.setdefault("WANDB_MODE", "offline")
 
 from benchmarks.common import add_runtime_args, cli_runtime_overrides, emit  # noqa: E402
-from tfm.cli import best_checkpoint, find_last_checkpoint, main as tfm_main  # noqa: E402
+from tfm.cli import main as tfm_main  # noqa: E402
+from tfm.runs import best_checkpoint, find_last_checkpoint  # noqa: E402
 
 # task: (config, steps, extra arguments): the fine-tuning budget, the same for both sides
 TASKS = {

@@ -15,7 +15,7 @@ from conftest import REPO, TINY_VIT, make_image_folder
 from test_cli import settled_snapshot, snapshot
 from test_scenes import write_mask_folder
 
-from tfm.cli import main
+from tfm.__main__ import main
 
 QUIET = ["--run.wandb=false", "--run.media_images=0", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 SMALL = [*TINY_VIT, "--data.batch_size=16", "--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--run.test_after_fit=false"]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-
 from conftest import CONFIGS, FEW_STEPS, REPO, TINY_VIT, crafted, make_image_folder
+from lightning.pytorch.cli import LightningCLI
+
 from tfm.cli import main
 
 
@@ -226,3 +228,9 @@ def test_requeued_slurm_job_continues_its_own_run(run_root, monkeypatch):
     assert only_run(run_root).name == "4242" and cli.trainer.global_step == 4
     state = torch.load(only_run(run_root) / "checkpoints" / "last.ckpt", weights_only=True)
     assert next(iter(state["optimizer_states"][0]["state"].values()))["step"] == 4
+
+
+def test_the_lightning_private_tfm_overrides_is_still_called():
+    """TFMCLI overrides LightningCLI._parse_ckpt_path (the config decides the model, not the checkpoint): if Lightning
+    renames or drops it, the override silently stops working."""
+    assert "self._parse_ckpt_path()" in inspect.getsource(LightningCLI.__init__)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import crafted
 
-from tfm.cli import newest_checkpoint
+from tfm.runs import newest_checkpoint
 from tfm.errors import UserError
 from tfm.pretrained import Pretrained, read_checkpoint
 from tfm.tasks import BertPretraining, ImageClassification, Translation

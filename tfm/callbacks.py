@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -13,7 +14,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.callbacks import (
+    BasePredictionWriter,
+    Callback,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.utilities import rank_zero_info
 
 
@@ -282,7 +290,7 @@ class StopSignals(Callback):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-        env = trainer._accelerator_connector.cluster_environment
+        env = getattr(trainer.strategy, "cluster_environment", None)
         if stage == "fit" and isinstance(env, SLURMEnvironment) and env.auto_requeue:
             self._requeue_signal = env.requeue_signal or signal.SIGUSR1
             # installed before the Trainer registers its own handlers, which it then leaves alone
@@ -307,15 +315,18 @@ class StopSignals(Callback):
             return
         self.signum = None
         if signum == self._requeue_signal:
-            trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)  # save the HPC checkpoint, requeue
+            # Lightning's own requeue (HPC checkpoint, scontrol requeue), a private called here at a batch end rather
+            # than inside the signal handler, as Lightning PR #21407 (issue #21406) proposes; pinned by
+            # tests/test_slurm.py's requeue test
+            trainer._signal_connector._slurm_sigusr_handler_fn(signum, None)
         else:
             self.checkpoint = self.checkpoint_dir / "last.ckpt"
             trainer.save_checkpoint(self.checkpoint)
             # Lightning's ModelCheckpoint would write last.ckpt again as training ends (on_train_end,
             # when it has saved no last.ckpt itself in this run) or at the end of the cut epoch,
             # then counting the epoch as done: a resume would skip the rest of it. It skips a step
-            # it has saved and a last.ckpt it has written (privates it keeps for this; pinned by
-            # tests/test_resume.py's Ctrl-C test, which stops mid-epoch)
+            # it has saved and a last.ckpt it has written (privates it keeps for this, no public way and no Lightning
+            # issue yet; pinned by tests/test_resume.py's Ctrl-C test, which stops mid-epoch)
             for cb in trainer.checkpoint_callbacks:
                 cb._last_global_step_saved = trainer.global_step
                 cb._last_checkpoint_saved = str(self.checkpoint)
@@ -363,3 +374,31 @@ class MetricsFile(Callback):
 
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._write(trainer, "test/")
+
+
+def default_callbacks(sub: str, run_dir: Path, monitor: tuple[str, str], given: list[Callback], media_images: int,
+                      save_every_n_steps: int | None, progress_bar: bool, log_every_n_steps: int | None) -> list[Callback]:
+    """The callbacks of every tfm command, after the ones the config gives (``given``): checkpoints (unless the config
+    has its own), progress, the run's identity and metrics file, and per command stop signals and throughput (fit),
+    attention maps (fit, validate) and the predictions file (predict)."""
+    callbacks = list(given)
+    if not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+        metric, mode = monitor
+        # the best checkpoint by the task's validation metric and last.ckpt after every epoch;
+        # with --run.save_every_n_steps also step-N.ckpt and last.ckpt every N steps
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-{epoch}-{step}", monitor=metric,
+                                         mode=mode, save_top_k=1, save_last=True, enable_version_counter=False))
+        if save_every_n_steps:
+            callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="step-{step}", save_top_k=1,
+                                             every_n_train_steps=save_every_n_steps, save_last=True,
+                                             enable_version_counter=False))
+    if progress_bar and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(RichProgressBar() if sys.stdout.isatty() else TQDMProgressBar(refresh_rate=50))
+    callbacks += [RunIdentity(str(run_dir)), MetricsFile(str(run_dir / "metrics.jsonl"))]
+    if sub == "fit":
+        callbacks += [StopSignals(str(run_dir / "checkpoints")), ThroughputMonitor(log_every_n_steps=log_every_n_steps or 50)]
+    if media_images and sub in ("fit", "validate"):
+        callbacks.append(AttentionMapLogger(media_images))
+    if sub == "predict":
+        callbacks.append(PredictionWriter(str(run_dir / "predictions.jsonl")))
+    return callbacks

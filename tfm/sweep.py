@@ -16,12 +16,16 @@ know (a typo) fails at once, naming it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -30,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from .cli import main as tfm_main
+from .cli import parse_only
 from .errors import UserError
 
 ARGS_MACROS = ("${args}", "${args_no_hyphens}", "${args_no_boolean_flags}")
@@ -55,7 +61,7 @@ def sweeps_module() -> Any:
     pydantic 2 (three lines before every message otherwise)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import sweeps
+        import sweeps  # optional and noisy: imported only when a sweep runs
     return sweeps
 
 
@@ -80,8 +86,6 @@ def load_sweep(path: str | Path) -> dict[str, Any]:
             raise UserError(f"{path}: parameter {name} has an empty values list: give it at least one value")
     violations = sweeps_module().schema_violations_from_proposed_config(config)
     if violations:
-        import re
-
         named = [m.group(1) for v in violations if (m := re.search(r"invalid hyperparameter configuration: (\S+)", v))]
         if named:
             raise UserError(f"{path}: parameter {named[0]} is {parameters.get(named[0])!r}, not a W&B parameter spec: "
@@ -118,8 +122,6 @@ def example_value(spec: dict[str, Any]) -> Any:
 def check_parameters(sweep: dict[str, Any], extra: list[str]) -> None:
     """Parse ``tfm fit --config <config> --<param>=<value> ...`` for every parameter, with the real
     CLI parser and nothing instantiated; an unknown key fails naming the parameter."""
-    from .cli import parse_only
-
     config = experiment_config(sweep)
     if not Path(config).is_file():
         raise UserError(f"the sweep's command names {config}, which does not exist (run from the repository root)")
@@ -136,12 +138,6 @@ def check_metric(sweep: dict[str, Any], metric: str, extra: list[str]) -> None:
     """The sweep's metric is one the experiment logs at validation (what ``metrics.jsonl``, which
     the sweep reads, holds): found by one validation batch of the config in this process, before
     the first trial, rather than after all of them."""
-    import contextlib
-    import io
-    import tempfile
-
-    from .cli import main as tfm_main
-
     config = experiment_config(sweep)
     with tempfile.TemporaryDirectory(prefix="tfm-sweep-probe-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         cli = tfm_main(["validate", "--config", config, *extra, f"--run.root={tmp}", "--run.wandb=false", "--run.media_images=0",
@@ -154,7 +150,7 @@ def check_metric(sweep: dict[str, Any], metric: str, extra: list[str]) -> None:
 
 def command_for(sweep: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """The trial's command line, expanded exactly as ``wandb agent`` expands it."""
-    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args  # wandb is slow to import: only for sweeps
 
     args = create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})
     macros = {"env": ["/usr/bin/env"], "interpreter": [sys.executable], "program": [str(sweep.get("program", ""))],
