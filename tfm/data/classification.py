@@ -9,11 +9,11 @@ import random
 import re
 import tarfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -39,14 +39,13 @@ from .sources import (
 from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
-PROBLEM_TYPES = ("single_label", "multi_label", "regression")
 STREAM_TOKENIZER_ROWS = 100_000  # the head of a training stream that a vocabulary is trained on
 _OVERSTRIKE = re.compile(r"[^\x08]\x08")
 _SEPARATOR = re.compile(r"^%[ \t]*(?:\r?\n|\Z)", re.MULTILINE)
 ProblemType = Literal["single_label", "multi_label", "regression"]
+PROBLEM_TYPES = get_args(ProblemType)
 
 
-# --- the bundled fortunes ---------------------------------------------------------------------------------------------
 def clean_fortune(text: str) -> str:
     """A fortune without terminal overstriking (``____^H^H^H^HBODY``: an underlined ``BODY``) and surrounding space."""
     while "\x08" in text:
@@ -76,18 +75,17 @@ def _read_fortunes(path_str: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     else:
         with tarfile.open(path) as tar:
             files = {Path(m.name).name: tar.extractfile(m).read() for m in tar if m.isfile()}  # type: ignore
-    topics = [(name, tuple(split_fortunes(data.decode("utf-8", errors="replace"))))
-              for name, data in sorted(files.items()) if not name.startswith(".") and "." not in name]
-    if not any(texts for _, texts in topics):
+    topics = tuple((name, texts) for name, data in sorted(files.items()) if "." not in name  # no hidden or .dat files
+                   if (texts := tuple(split_fortunes(data.decode("utf-8", errors="replace")))))
+    if not topics:
         raise UserError(f"{path} holds no fortune files (topic files of texts separated by '%' lines)")
-    return tuple(t for t in topics if t[1])
+    return topics
 
 
-# --- reading: texts and label values as they are ----------------------------------------------------------------------
 @dataclass
 class RawSplit:
-    """One split as read: texts, optional second texts, label values (``None``: unlabelled), the place it came from and
-    each row's number there (both for error messages), optional ids."""
+    """One split as read: texts, second texts, label values (``None``: unlabelled), where it came from and each row's
+    number there (for error messages), ids."""
 
     texts: list[str]
     pairs: list[str] | None
@@ -107,8 +105,7 @@ class RawSplit:
 
 
 def read_table(path: str | Path, cache_dir: Path | None = None) -> dict[str, list[Any]]:
-    """The columns of a table file (see :func:`~tfm.data.sources.read_records`: a CSV or TSV's values as strings,
-    JSON's as they are); unreadable: one line."""
+    """The columns of a table file (a CSV or TSV's values as strings, JSON's as they are)."""
     path = Path(path).expanduser()
     if file_kind(path) not in TABLE_FILES:
         raise UserError(f"data file {path} has an unknown type {path.suffix!r}: use .csv, .tsv, .json, .jsonl, "
@@ -119,7 +116,6 @@ def read_table(path: str | Path, cache_dir: Path | None = None) -> dict[str, lis
 
 
 def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows (of a file or a stream) as columns: each key's values (None where a row lacks it)."""
     return {c: [row.get(c) for row in rows] for c in dict.fromkeys(k for row in rows for k in row)}
 
 
@@ -128,9 +124,9 @@ def _missing(v: Any) -> bool:
 
 
 def _texts(values: list[Any], where: str, column: str) -> list[str]:
-    if (row := next((n for n, v in enumerate(values, 1) if _missing(v) or not str(v).strip()), None)) is not None:
+    if (row := next((n for n, v in enumerate(values, 1) if _missing(v)), None)) is not None:
         raise UserError(f"{where} row {row}: the text in column {column!r} is empty: fill it in or remove the row")
-    return [v if isinstance(v, str) else str(v) for v in values]
+    return [str(v) for v in values]
 
 
 def _class_name(v: Any, names: list[str]) -> Any:
@@ -142,8 +138,7 @@ def _class_name(v: Any, names: list[str]) -> Any:
 
 def read_split(ds: Any, where: str, text_column: str, pair_column: str | None, label_column: str | None,
                names: list[str] | None = None) -> RawSplit:
-    """Texts, pairs, label values (``label_column=None``: unlabelled) and ids (an ``id`` column) of a ``Dataset`` or
-    columns (``names``: a ClassLabel's, for its ids); a missing column or an empty text: one line."""
+    """A ``Dataset``'s or columns' split (``names``: a ClassLabel's, for its ids; ids: an ``id`` column)."""
     have = list(getattr(ds, "column_names", ds))
     require_columns(have, {text_column: "text_column", pair_column: "text_pair_column", label_column: "label_column"},
                     where)
@@ -157,8 +152,7 @@ def read_split(ds: Any, where: str, text_column: str, pair_column: str | None, l
 
 
 def label_info(feature: Any) -> dict[str, Any]:
-    """What a ``datasets`` label feature says: a ClassLabel's (or a sequence of them: multi-label) ``names`` and the
-    ``problem_type`` (a float: regression)."""
+    """A label feature's ``names`` (a ClassLabel, or a sequence of them: multi-label) and ``problem_type``."""
     import datasets
 
     inner = feature[0] if isinstance(feature, list) and feature else getattr(feature, "feature", None)
@@ -179,15 +173,13 @@ def read_predict_file(path: str | Path, text_column: str, pair_column: str | Non
         return split
     if not (lines := [(n, line) for n, line in text_lines(path) if line.strip()]):
         raise UserError(f"--data.predict_file {path} holds no text")
-    rows, texts, pairs = [n for n, _ in lines], [line for _, line in lines], None
-    if pair_column is not None:
-        parts = [line.partition("\t") for line in texts]
-        bad = next((n for n, (a, tab, b) in zip(rows, parts) if not (tab and a.strip() and b.strip())), None)
-        if bad is not None:
-            raise UserError(f"{path} line {bad} is not a text pair: write the two texts on one line, separated by a "
-                            "tab")
-        texts, pairs = [a for a, _, _ in parts], [b for _, _, b in parts]
-    return RawSplit(texts, pairs, None, str(path), rows, [str(n) for n in rows])
+    rows, texts = [n for n, _ in lines], [line for _, line in lines]
+    if pair_column is None:
+        return RawSplit(texts, None, None, str(path), rows, [str(n) for n in rows])
+    parts = [line.partition("\t") for line in texts]
+    if bad := next((n for n, (a, tab, b) in zip(rows, parts) if not (tab and a.strip() and b.strip())), None):
+        raise UserError(f"{path} line {bad} is not a text pair: write the two texts on one line, separated by a tab")
+    return RawSplit([a for a, _, _ in parts], [b for _, _, b in parts], None, str(path), rows, [str(n) for n in rows])
 
 
 def _split_files(folder: Path) -> dict[str, Path | None]:
@@ -197,12 +189,10 @@ def _split_files(folder: Path) -> dict[str, Path | None]:
     return {s: next((folder / f for f in files if (folder / f).is_file()), None) for s, files in names.items()}
 
 
-# --- labels and splits ------------------------------------------------------------------------------------------------
 def _as_number(v: Any) -> float | None:
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        return float(v)
+    numeric = isinstance(v, (str, int, float, np.integer, np.floating)) and not isinstance(v, bool)
     try:
-        return float(v) if isinstance(v, str) else None
+        return float(v) if numeric else None
     except ValueError:
         return None
 
@@ -249,8 +239,7 @@ def _sort_key(name: str) -> tuple:
 
 
 def _quotas(sizes: Sequence[int], fraction: float, caps: Sequence[int]) -> list[int]:
-    """How many of each group go to a split of ``fraction``: ``round(n * fraction)`` in all (at least one), shared by
-    largest remainder, none over its cap."""
+    """Each group's share of ``round(n * fraction)`` (at least one) by largest remainder, none over its cap."""
     if fraction <= 0:
         return [0] * len(sizes)
     total = max(1, round(sum(sizes) * fraction))
@@ -271,11 +260,9 @@ def stratified_split(keys: Sequence[Any] | None, n: int, val_fraction: float, te
     groups: dict[Any, list[int]] = {}
     for i in range(n):
         groups.setdefault(keys[i] if keys is not None else None, []).append(i)
-    names = sorted(groups, key=lambda g: _sort_key(str(g)))
-    idx = []
-    for k, key in enumerate(names):
-        random.Random(mix_seed(seed, k)).shuffle(members := list(groups[key]))
-        idx.append(members)
+    idx = [groups[key] for key in sorted(groups, key=lambda g: _sort_key(str(g)))]
+    for k, members in enumerate(idx):
+        random.Random(mix_seed(seed, k)).shuffle(members)
     sizes = [len(m) for m in idx]
     n_val = _quotas(sizes, val_fraction, [m - 1 for m in sizes])
     n_test = _quotas(sizes, test_fraction, [m - 1 - v for m, v in zip(sizes, n_val)])
@@ -286,21 +273,18 @@ def stratified_split(keys: Sequence[Any] | None, n: int, val_fraction: float, te
         out["train"] += members[v + t :]
     for j, split in enumerate(SPLITS):
         out[split].sort()
-        random.Random(mix_seed(seed, len(names) + j)).shuffle(out[split])
+        random.Random(mix_seed(seed, len(idx) + j)).shuffle(out[split])
     return out
 
 
-# --- tokenized splits -------------------------------------------------------------------------------------------------
 def encode_texts(batch: dict[str, list], tok: Tokenizer) -> dict[str, list]:
-    """A batch's ``text`` (and ``pair``) as ``[CLS] text [SEP] (pair [SEP])`` ids and token types (1: the pair), with
-    ``tok``'s truncation (:attr:`TextClassificationDataModule.encoder`)."""
+    """A batch's ``text`` (and ``pair``) as ``[CLS] text [SEP] (pair [SEP])`` ids and token types (1: the pair)."""
     encodings = tok.encode_batch(list(zip(batch["text"], batch["pair"])) if "pair" in batch else batch["text"])
     return {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings]}
 
 
 class EncodedTexts(ArrowRows):
-    """A tokenized split read from its Arrow table: item ``i`` holds ``input_ids`` (int32), ``token_type_ids`` (int8)
-    and, if labelled, ``labels`` (int64, float32 or a float32 row); ``labels``: all of them, as an array."""
+    """A tokenized split: int32 ``input_ids``, int8 ``token_type_ids``, ``labels`` (also all of them as one array)."""
 
     def __init__(self, ds: Any, columns: Sequence[str] | None = None) -> None:
         super().__init__(ds, columns)
@@ -312,7 +296,6 @@ class EncodedTexts(ArrowRows):
         return pc.list_value_length(self.ds.data.column("input_ids")).to_numpy()
 
 
-# --- the DataModule ---------------------------------------------------------------------------------------------------
 class TextClassificationDataModule(TextDataModule):
     """Texts (or text pairs) and labels for :class:`~tfm.tasks.SequenceClassification`.
 
@@ -423,7 +406,7 @@ class TextClassificationDataModule(TextDataModule):
         return "file"
 
     def _read(self) -> dict[str, RawSplit]:
-        """The splits as read (``all``: one source, to split here); ``_info``: what the source says of its labels."""
+        """The splits as read (a ``train`` alone: split here); ``_info``: what the source says of its labels."""
         columns = (self.text_column, self.text_pair_column, self.label_column)
         if self._kind == "fortunes":
             if self.text_pair_column is not None:
@@ -431,37 +414,33 @@ class TextClassificationDataModule(TextDataModule):
                                 "--data.source)")
             topics, self._info = read_fortunes(FORTUNES), {"problem_type": "single_label"}
             texts, labels = [t for ts in topics.values() for t in ts], [name for name, ts in topics.items() for _ in ts]
-            return {"all": RawSplit(texts, None, labels, f"fortunes {FORTUNES}")}
+            return {"train": RawSplit(texts, None, labels, f"fortunes {FORTUNES}")}
         if self._kind in ("hf", "disk"):
             ds = self._streams() if self.streaming else load_splits(self.source)
             require_train(ds, self.source)
             self._info = label_info((ds["train"].features or {}).get(self.label_column))
-            whole = {s: ds[s] for s in (SPLITS[1:] if self.streaming else SPLITS) if s in ds}
-            if self.streaming:  # validation and test are read whole
-                whole = {s: _columns(list(d)) for s, d in whole.items()}
+            whole = {s: _columns(list(ds[s])) if self.streaming else ds[s]  # streamed: validation and test read whole
+                     for s in SPLITS if s in ds and not (self.streaming and s == "train")}
             names = self._info.get("names")
             return {s: read_split(d, f"{self.source} [{s}]", *columns, names) for s, d in whole.items()}
         if self._kind == "files":
             files = {"train": self.train_file, "validation": self.validation_file, "test": self.test_file}
         else:
-            files = _split_files(Path(self.source).expanduser()) if self._kind == "folder" else {"all": self.source}
+            files = _split_files(Path(self.source).expanduser()) if self._kind == "folder" else {"train": self.source}
         return {s: read_split(read_table(f, self.folder), str(f), *columns) for s, f in files.items() if f is not None}
 
     @cached_property
     def raw_splits(self) -> dict[str, RawSplit]:
-        """``train``, ``validation`` and ``test`` as read (texts, pairs, label values; streamed: no ``train``), on first
-        use: the problem type, label names and label ids are found with them."""
+        """``train``, ``validation``, ``test`` as read (streamed: no ``train``); sets the problem type and labels."""
         raw = self._read()
-        if set(raw) == {"train"}:  # a training file alone is split as one source
-            raw = {"all": raw["train"]}
-        values = next(raw[s] for s in ("all", *SPLITS) if s in raw).labels or []
+        known = raw["train" if "train" in raw else "validation"]  # the labels the label names come from
+        values = known.labels or []
         self._problem_type = self._problem_type_arg or self._info.get("problem_type") or infer_problem_type(values)
-        made: list[str] = []
         if "validation" not in raw:  # split here, stratified by label for single-label data
-            whole = raw.pop("all" if "all" in raw else "train")
+            whole = raw.pop("train")
             self._check_labelled(whole, "train")
-            made = ["train", "validation", *(["test"] if "test" not in raw else [])]
-            keys = [label_name(v) for v in whole.labels or []] if self._problem_type == "single_label" else None
+            made = [s for s in SPLITS if s not in raw]
+            keys = [label_name(v) for v in values] if self._problem_type == "single_label" else None
             test_fraction = self.test_fraction if "test" in made else 0.0
             picks = stratified_split(keys, len(whole), self.val_fraction, test_fraction, self.split_seed)
             raw.update({s: whole.select(picks[s]) for s in made})
@@ -474,7 +453,7 @@ class TextClassificationDataModule(TextDataModule):
             if not len(s):
                 raise UserError(f"the {split} split of {self.train_file or self.source} is empty: use more data or "
                                 "raise --data.val_fraction/--data.test_fraction")
-        self._label_names = self._names([raw[s] for s in (["train", *made] if "train" in raw else ["validation"])])
+        self._label_names = self._names(known)
         self._labels = {split: self._label_array(s, split) for split, s in raw.items()}
         return raw
 
@@ -488,11 +467,11 @@ class TextClassificationDataModule(TextDataModule):
     def _parse(self, v: Any) -> list[str]:
         return label_names_of(v) if self._problem_type == "multi_label" else [label_name(v)]
 
-    def _names(self, known: list[RawSplit]) -> list[str]:
-        """The label names: the source's (a ClassLabel), else those of the ``known`` (training) splits, sorted."""
+    def _names(self, known: RawSplit) -> list[str]:
+        """The label names: the source's (a ClassLabel), else those of the ``known`` (training) split, sorted."""
         if self._problem_type == "regression" or "names" in self._info:
             return [self.label_column] if self._problem_type == "regression" else list(self._info["names"])
-        names = sorted({n for s in known for v in s.labels or [] for n in self._parse(v)}, key=_sort_key)
+        names = sorted({n for v in known.labels or [] for n in self._parse(v)}, key=_sort_key)
         if self._problem_type == "single_label" and len(names) < 2:
             raise UserError(f"the training data of {self.train_file or self.source} has only the label {names[0]!r}: "
                             "a classifier needs at least two (or set --data.problem_type)")
@@ -502,8 +481,7 @@ class TextClassificationDataModule(TextDataModule):
         return names
 
     def _label_array(self, split: RawSplit, name: str) -> np.ndarray:
-        """A split's labels as ids (int64), multi-hot rows (float32) or numbers (float32); a label the training data
-        lacks (or, in a regression, one that is not a number) is one line naming the row."""
+        """A split's labels as ids (int64), multi-hot rows (float32) or numbers (float32)."""
         labels = split.labels or []
         if self._problem_type == "regression":
             values = [_as_number(v) for v in labels]
@@ -581,13 +559,11 @@ class TextClassificationDataModule(TextDataModule):
 
     @cached_property
     def predict_raw(self) -> RawSplit:
-        """The texts to predict: ``predict_file``'s, else the test split's (a test split of hidden labels, as GLUE's,
-        rather than the validation split tested in its place)."""
+        """The texts to predict: ``predict_file``'s, else the test split's (hidden labels, as GLUE's, included)."""
         if self.predict_file is not None:
             return read_predict_file(self.predict_file, self.text_column, self.text_pair_column, self.folder)
         test = self.raw_splits["test"] if self._hidden_test is None else self._hidden_test
-        return RawSplit(test.texts, test.pairs, None, test.where, test.rows,
-                        test.ids or [str(i) for i in range(len(test))])
+        return replace(test, labels=None, ids=test.ids or [str(i) for i in range(len(test))])
 
     @property
     def predict_texts(self) -> list[str] | list[tuple[str, str]]:
@@ -628,12 +604,10 @@ class TextClassificationDataModule(TextDataModule):
         """A block of streamed rows as shuffled, collated training batches of ``batch_size``."""
         block = read_split(_columns(rows), f"{self.source} [train stream block]", self.text_column,
                            self.text_pair_column, self.label_column, self._info.get("names"))
-        labels = self._label_array(block, "train")
         encoded = encode_texts({"text": block.texts, **({"pair": block.pairs} if block.pairs else {})}, self.encoder)
-        order = list(range(len(block)))
-        rng.shuffle(order)
-        items = [{"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
-                  "labels": labels[i]} for i in order]
+        items = [{"input_ids": ids, "token_type_ids": types, "labels": label} for ids, types, label
+                 in zip(encoded["input_ids"], encoded["token_type_ids"], self._label_array(block, "train"))]
+        rng.shuffle(items)
         return [self.collator(items[k : k + self.batch_size]) for k in range(0, len(items), self.batch_size)]
 
     def train_dataloader(self) -> DataLoader:

@@ -4,22 +4,23 @@ DataModule shares: image files, sources and splits."""
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
 from ..errors import UserError
 from .loading import ResumableDataModule
-from .sources import HubSpec, is_saved_dataset, load_splits, require_columns, require_train
+from .sources import STAGE_SPLITS, HubSpec, cpu_count, is_saved_dataset, load_splits, require_columns, require_train
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -69,9 +70,6 @@ def image_files(folder: Path, check: bool = True) -> list[Path]:
 def image_sizes(files: Sequence[Path]) -> list[tuple[int, int]]:
     """Each file's ``(width, height)`` from its header (threads: file I/O), so that a file PIL cannot read is named
     at scan time, not mid-training."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from PIL import Image, UnidentifiedImageError
 
     def size(path: Path) -> tuple[int, int]:
         try:
@@ -81,14 +79,12 @@ def image_sizes(files: Sequence[Path]) -> list[tuple[int, int]]:
             raise UserError(f"{path} is not an image PIL can read ({type(e).__name__}): remove it or replace it with "
                             "the real image") from None
 
-    with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 2)) as pool:
+    with ThreadPoolExecutor(max_workers=min(16, cpu_count() * 2)) as pool:
         return list(pool.map(size, files, chunksize=256))
 
 
 def read_image(path: Path, mode: str) -> Tensor:
     """An image file as uint8 ``(C, H, W)``; one that cannot be decoded (a truncated JPEG) is named."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return v2.functional.pil_to_tensor(im.convert(mode))
@@ -99,8 +95,6 @@ def read_image(path: Path, mode: str) -> Tensor:
 
 def image_channels(path: Path) -> int:
     """1 for a grey image file (modes L, 1, I, I;16), else 3."""
-    from PIL import Image
-
     with Image.open(path) as im:
         return 1 if im.mode in ("L", "1", "I;16", "I") else 3
 
@@ -142,8 +136,8 @@ def pick_split(parts: Mapping[str, Any], split: str, fraction: float, seed: int,
     if key == "test" and key not in parts:
         key = next((k for k in test if k in parts or k == "held-out"), "")
         if not key:
-            alternative = "or validation " if "validation" in test else ""
-            raise UserError(f"the dataset has no test {alternative}split (it has {', '.join(parts)})")
+            raise UserError(f"the dataset has no test {'or validation ' if 'validation' in test else ''}split (it has "
+                            f"{', '.join(parts)})")
     if key in parts and (key != "train" or "validation" in parts):
         return parts[key]
     train, val = split_indices(len(parts["train"]), fraction, seed)
@@ -170,12 +164,11 @@ class Rows(Dataset):
         return [self.name(r) for r in self.rows] if self.name else list(range(len(self)))
 
 
-def _labelled_file(mode: str, row: tuple[Path, int]) -> tuple[Tensor, int]:
-    return read_image(row[0], mode), row[1]
-
-
-def _labelled_hf(image_key: str, label_key: str, mode: str, row: dict[str, Any]) -> tuple[Tensor, int]:
-    return v2.functional.pil_to_tensor(row[image_key].convert(mode)), int(row[label_key])
+def _labelled(mode: str, keys: tuple[str, str] | None, row: Any) -> tuple[Tensor, int]:
+    """A ``(file, label)`` row, or a Hugging Face row of ``keys`` (image, label), as ``(image, label)``."""
+    if keys is None:
+        return read_image(row[0], mode), row[1]
+    return v2.functional.pil_to_tensor(row[keys[0]].convert(mode)), int(row[keys[1]])
 
 
 class BatchCropFlip:
@@ -199,9 +192,9 @@ class BatchCropFlip:
 
 
 class ImageSource(ResumableDataModule):
-    """What the image DataModules share: the source (:meth:`_open`), its ``_splits`` (see :func:`pick_split`), the
-    size and normalisation, ``setup`` and the names of predicted images. Subclasses make a split (``_make``) and a
-    dataset of image files to predict (``_files``)."""
+    """What the image DataModules share: the source (:meth:`_open`), its ``_splits`` (:func:`pick_split`), size and
+    normalisation, ``setup``, the evaluation loaders and the names of predicted images. Subclasses make a split
+    (``_make``), a dataset of image files to predict (``_files``) and an evaluation loader (``_eval_loader``)."""
 
     builtin = ""  # the bundled source's name
     hint = ""  # what a dataset may be, for an error
@@ -220,9 +213,8 @@ class ImageSource(ResumableDataModule):
         self._splits: Any = {}  # split -> rows (a DatasetDict for "hf")
 
     def _open(self, needed: dict[str, str]) -> Path | None:
-        """The ``dataset``: the builtin one (from the Fashion-MNIST files in ``data_dir``), or a Hugging Face dataset
-        (``hf:<name>``, a name with no such local path, a ``save_to_disk`` folder) with a train split and the
-        ``needed`` columns (None for both; ``kind`` says which), or an existing local path (``kind`` "files")."""
+        """Sets ``kind``: the builtin dataset (its files checked), ``hf`` (a hub name or ``save_to_disk`` folder with a
+        train split and the ``needed`` columns, in ``_splits``) or ``files``: an existing path, returned."""
         name = self.dataset
         path, label = Path(name), name.removeprefix("hf:")
         if name == self.builtin:
@@ -247,8 +239,7 @@ class ImageSource(ResumableDataModule):
 
     def _size(self, image_size: int | None, mean: Sequence[float] | None, std: Sequence[float] | None,
               own: tuple[Sequence[float], Sequence[float]]) -> None:
-        """The image size (default: the native one) and the normalisation: as given, ``own`` (the builtin data's),
-        0.5 for grey images or ImageNet's."""
+        """Image size (default: native) and normalisation: given, ``own`` (builtin data), 0.5 (grey) or ImageNet's."""
         self.image_size = image_size or self._native_size
         grey, builtin = self.in_chans == 1, self.kind == self.builtin
         self.mean = tuple(mean or (own[0] if builtin else (0.5,) if grey else IMAGENET_MEAN))
@@ -267,16 +258,26 @@ class ImageSource(ResumableDataModule):
         return pick_split(self._splits, split, self.val_fraction, self.split_seed, test)
 
     def setup(self, stage: str) -> None:
-        for split in {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}.get(stage, ()):
-            setattr(self, f"{split}_set", self._make(split))
-        if stage == "predict" and self.predict_path is None:
-            self.predict_set = self._make("test")
-        elif stage == "predict":
-            files = [self.predict_path] if self.predict_path.is_file() else image_files(self.predict_path)
-            if not files:
-                raise UserError(f"--data.predict_path {self.predict_path} holds no images "
-                                f"({', '.join(IMAGE_EXTENSIONS)})")
-            self.predict_set = self._files(files)
+        for split in STAGE_SPLITS.get(stage, ()):
+            split = "val" if split == "validation" else split
+            setattr(self, f"{split}_set", self._predict_set() if split == "predict" else self._make(split))
+
+    def _predict_set(self) -> Dataset:
+        if self.predict_path is None:
+            return self._make("test")
+        files = [self.predict_path] if self.predict_path.is_file() else image_files(self.predict_path)
+        if not files:
+            raise UserError(f"--data.predict_path {self.predict_path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+        return self._files(files)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.predict_set)
 
     @property
     def predict_ids(self) -> list[str]:
@@ -297,10 +298,8 @@ class ImageDataModule(ImageSource):
         batch_size: training batch size per device; ``eval_batch_size`` defaults to it.
         num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
         seed: data order and augmentation seed (runs resume with exactly the same batches).
-        val_fraction: part of the training data held out for validation when there is no validation split
-            (deterministic for ``split_seed``).
-        crop_padding: random crop after zero-padding by this many pixels (small images); default ``image_size // 8``.
-            Large images get a random resized crop instead.
+        val_fraction: part of train held out for validation where there is no validation split (seed: ``split_seed``).
+        crop_padding: zero-padding of small images' random crop (default ``image_size // 8``; large: a resized crop).
         hflip: probability of a horizontal flip (0 where flips change the meaning).
         color_jitter: brightness/contrast/saturation jitter for RGB images (0 for none).
         rand_augment: a timm RandAugment spec such as ``rand-m9-mstd0.5``, or None.
@@ -395,35 +394,23 @@ class ImageDataModule(ImageSource):
             idx = torch.tensor(train if split == "train" else val)
             return TensorDataset(x[idx], y[idx])
         if self.kind == "hf":
-            return Rows(self._pick(split), partial(_labelled_hf, self.image_key, self.label_key, self.mode))
-        return Rows(self._pick(split), partial(_labelled_file, self.mode), itemgetter(0))
+            return Rows(self._pick(split), partial(_labelled, self.mode, (self.image_key, self.label_key)))
+        return Rows(self._pick(split), partial(_labelled, self.mode, None), itemgetter(0))
 
     def _files(self, files: list[Path]) -> Dataset:
-        return Rows([(f, -1) for f in files], partial(_labelled_file, self.mode), itemgetter(0))
-
-    def _batch_train_transform(self) -> Callable | None:
-        """The vectorised train transform where it does what :meth:`train_transform` does: in-memory images of one
-        size, crop and flip only."""
-        if (self.kind != self.builtin or self.rand_augment or self.random_erasing
-                or self.image_size != self._native_size):
-            return None
-        crop_flip = BatchCropFlip(self.image_size, self.crop_padding, self.hflip)
-        return v2.Compose([crop_flip, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
+        return Rows([(f, -1) for f in files], partial(_labelled, self.mode, None), itemgetter(0))
 
     def train_dataloader(self) -> DataLoader:
-        batched = self._batch_train_transform()
-        if batched is not None:
+        # in-memory images of one size, crop and flip only: a vectorised transform does what train_transform does
+        if (self.kind == self.builtin and not self.rand_augment and not self.random_erasing
+                and self.image_size == self._native_size):
+            crop_flip = BatchCropFlip(self.image_size, self.crop_padding, self.hflip)
+            batched = v2.Compose([crop_flip, v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)])
             return self.train_loader(self.train_set, batched, batched=True)
         return self.train_loader(self.train_set, self.train_transform())
 
-    def val_dataloader(self) -> DataLoader:  # in-memory images of one size: the eval transform runs on whole batches
-        return self.eval_loader(self.val_set, self.eval_transform(), batched=self.kind == self.builtin)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.test_set, self.eval_transform(), batched=self.kind == self.builtin)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.predict_set, self.eval_transform())
+    def _eval_loader(self, ds: Dataset) -> DataLoader:  # in-memory images of one size: transformed as whole batches
+        return self.eval_loader(ds, self.eval_transform(), batched=isinstance(ds, TensorDataset))
 
 
 def _looks_like_path(name: str) -> bool:

@@ -1,10 +1,5 @@
-"""Data loading that resumes exactly: the common base of every tfm DataModule.
-
-A run resumed from its checkpoint sees the batches, order and augmentations of a run never interrupted: the
-samplers draw each epoch from ``(seed, epoch)`` and can start it part-way; :class:`SeededTransform` draws each
-batch's randomness from ``(seed, epoch, first index)``, not the global RNG; :class:`ResumableDataModule` checkpoints
-the position, and its loaders get their own generator (creating an iterator draws nothing from the global RNG).
-"""
+"""Data loading that resumes exactly: samplers draw each epoch from ``(seed, epoch)`` and can start it part-way,
+transforms draw from ``(seed, epoch, first index)``, and :class:`ResumableDataModule` checkpoints the position."""
 
 from __future__ import annotations
 
@@ -13,6 +8,7 @@ import random
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partialmethod
 from itertools import islice
 from typing import Any
 
@@ -44,19 +40,22 @@ def seeded_torch(seed: int) -> Iterator[None]:
         yield
 
 
-class _EpochSampler(Sampler):
-    """What both samplers share: the epoch, the DDP shard, and a resume's skip of ``skip_batches`` batches (of
-    ``per_batch`` units) of ``resume_epoch``, once. Yields ``epoch * n + i`` for :class:`SeededTransform`."""
+class ResumableSampler(Sampler):
+    """Shuffled (or sequential) indices of an epoch from ``(seed, epoch)``, sharded over DDP ranks, yielded as ``epoch
+    * n + i`` for :class:`SeededTransform`; a resume skips ``skip_batches`` batches (of ``per_batch`` units) of
+    ``resume_epoch``, once. ``per_epoch=False`` (evaluation): every epoch is epoch 0 and shards are not padded with
+    repeats, so a metric over ranks is that of one process."""
 
-    per_replica: int
-    per_batch = 1  # not ``batch_size``: Lightning would rebuild a batch sampler that has one
-
-    def __init__(self, n: int, shuffle: bool, seed: int, num_replicas: int, rank: int, drop_last: bool,
-                 per_epoch: bool) -> None:
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
+                 drop_last: bool = False, per_epoch: bool = True, per_batch: int = 1) -> None:
         self.n, self.shuffle, self.seed, self.per_epoch = n, shuffle, seed, per_epoch
         self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.per_batch = per_batch  # not ``batch_size``: Lightning would rebuild a batch sampler that has one
         self.epoch, self.skip_batches = 0, 0
         self.resume_epoch: int | None = None
+        self.uneven = not per_epoch and n >= num_replicas  # evaluation: shards without repeats
+        self.per_replica = (n // num_replicas if drop_last else len(range(rank, n, num_replicas)) if self.uneven
+                            else -(-n // num_replicas))
 
     def set_epoch(self, epoch: int) -> None:
         if self.per_epoch:
@@ -72,11 +71,12 @@ class _EpochSampler(Sampler):
         return units[self.rank : total : self.num_replicas]
 
     def units(self, epoch: int) -> list:
-        raise NotImplementedError
+        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
+        idx = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
+        return idx[self.rank :: self.num_replicas] if self.uneven else self.shard(idx)
 
     def __iter__(self) -> Iterator[Any]:
-        # a generator: the epoch is drawn at the first ``next``, not at ``iter``. A DataLoader calls ``iter`` when it
-        # makes its iterator, and Lightning, resuming from an epoch's last step, makes it before ``set_epoch``
+        # a generator, drawn at the first ``next``: Lightning, resuming from an epoch's last step, calls ``iter`` first
         units = self.units(self.epoch)
         if self.resume_epoch == self.epoch:
             units = units[self.skip_batches * self.per_batch :]
@@ -86,66 +86,33 @@ class _EpochSampler(Sampler):
             yield base + u if isinstance(u, int) else [base + i for i in u]
 
 
-class ResumableSampler(_EpochSampler):
-    """Shuffled (or sequential) indices for one epoch, sharded over DDP ranks; the order depends only on
-    ``(seed, epoch)``. With ``per_epoch=False`` (evaluation) every epoch is epoch 0, and the shards are not padded
-    with repeats (they differ by one index at most), so a metric over several ranks is that of one process."""
-
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0,
-                 drop_last: bool = False, per_epoch: bool = True, per_batch: int = 1) -> None:
-        super().__init__(n, shuffle, seed, num_replicas, rank, drop_last, per_epoch)
-        self.per_batch = per_batch  # indices per skipped batch
-        self.uneven = not per_epoch and n >= num_replicas  # evaluation: shards without repeats
-        self.per_replica = (n // num_replicas if drop_last else len(range(rank, n, num_replicas)) if self.uneven
-                            else -(-n // num_replicas))
-
-    def units(self, epoch: int) -> list[int]:
-        """This rank's indices of ``epoch``, ``0..n-1``."""
-        g = torch.Generator().manual_seed(mix_seed(self.seed, epoch))
-        idx = torch.randperm(self.n, generator=g).tolist() if self.shuffle else list(range(self.n))
-        return idx[self.rank :: self.num_replicas] if self.uneven else self.shard(idx)
-
-
-class TokenBatchSampler(_EpochSampler):
-    """Batches packed by token count, one epoch at a time, sharded over DDP ranks, resumable.
-
-    ``lengths``: each item's length, ``(n,)``, or several, ``(n, k)`` (a pair's source and target). A batch holds
-    ``len(batch) * max(lengths in it) <= max_tokens`` on every column (a longer item is a batch of one), and at most
-    ``max_batch_size`` items. The epoch's shape is fixed once: items are bucketed by ``length // bucket_width`` (every
-    column), buckets sorted (longest column first, then column by column), and the slots packed greedily at their
-    bucket's longest lengths. ``shuffle`` then shuffles each bucket's items and the batch order from ``(seed, epoch)``
-    (so ``len()`` is exact every epoch); without it batches come sorted, ties by index. Ranks take every
-    ``num_replicas``-th batch of the global list, ``drop_last`` cuts it (at most ``num_replicas - 1`` batches), else
-    it is padded by repeats. Lightning's ``set_epoch`` reaches this object as ``batch_sampler.sampler``.
-    """
+class TokenBatchSampler(ResumableSampler):
+    """Batches packed by token count, sharded over DDP ranks, resumable. ``lengths``: ``(n,)`` or ``(n, k)`` (a pair's
+    sides); a batch has ``len(batch) * max(lengths) <= max_tokens`` on every column (a longer item: a batch of one).
+    The batches are fixed once by packing the items bucketed by ``length // bucket_width``; ``shuffle`` shuffles each
+    bucket's items and the batch order per epoch, so ``len()`` is exact. Ranks take every ``num_replicas``-th batch."""
 
     def __init__(
         self, lengths: Sequence[int] | Sequence[Sequence[int]] | np.ndarray, max_tokens: int, shuffle: bool = True,
         seed: int = 0, num_replicas: int = 1, rank: int = 0, drop_last: bool = False, per_epoch: bool = True,
-        bucket_width: int = 1, max_batch_size: int | None = None,
+        bucket_width: int = 1,
     ) -> None:
         lens = np.asarray(lengths, dtype=np.int64)
         if lens.ndim == 1:
             lens = lens[:, None]
         if lens.ndim != 2:
             raise ValueError(f"lengths must have shape (n,) or (n, k), not {lens.shape}")
-        if max_tokens < 1 or bucket_width < 1 or (max_batch_size is not None and max_batch_size < 1):
-            raise ValueError("max_tokens, bucket_width and max_batch_size must be at least 1")
+        if max_tokens < 1 or bucket_width < 1:
+            raise ValueError("max_tokens and bucket_width must be at least 1")
         super().__init__(len(lens), shuffle, seed, num_replicas, rank, drop_last, per_epoch)
-        self.lengths, self.max_tokens = lens, max_tokens
-        self.bucket_width, self.max_batch_size = bucket_width, max_batch_size
-        self.sampler = self  # where Lightning looks for set_epoch
+        self.lengths, self.max_tokens, self.bucket_width = lens, max_tokens, bucket_width
+        self.sampler = self  # where Lightning calls set_epoch
         keys = lens // bucket_width
-        keys = np.concatenate([keys.max(1, keepdims=True), keys], 1)  # sorted by the longest column first
-        base = int(keys.max(initial=0)) + 1
-        if base ** keys.shape[1] < 2**62:  # one mixed-radix integer per row: a fast 1-D unique
-            flat = np.zeros(self.n, dtype=np.int64)
-            for column in keys.T:
-                flat = flat * base + column
-            self.bucket = np.unique(flat, return_inverse=True)[1].reshape(-1)
-        else:
-            self.bucket = np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
-        self._sorted = np.lexsort((np.arange(self.n), self.bucket))  # order with ties by index
+        keys = np.concatenate([keys.max(1, keepdims=True), keys], 1)  # buckets sorted by the longest column first
+        self._sorted = np.lexsort(keys.T[::-1])  # by bucket, ties by index
+        ordered = keys[self._sorted]
+        self.bucket = np.empty(self.n, dtype=np.int64)
+        self.bucket[self._sorted] = np.cumsum(np.r_[True, (ordered[1:] != ordered[:-1]).any(1)][: self.n]) - 1
         bucket_max = np.zeros((int(self.bucket.max(initial=-1)) + 1, lens.shape[1]), dtype=np.int64)
         np.maximum.at(bucket_max, self.bucket, lens)
         self.bounds = self._pack(bucket_max[self.bucket[self._sorted]])
@@ -154,11 +121,10 @@ class TokenBatchSampler(_EpochSampler):
         self.per_replica = batches // num_replicas if drop else -(-batches // num_replicas)
 
     def _pack(self, slot_lengths: np.ndarray) -> list[tuple[int, int]]:
-        """Greedy packing of the slots, in order, into ``(start, end)`` ranges within the budget, a bucket at a time."""
+        """The slots packed greedily, in order, into ``(start, end)`` ranges within the budget."""
         n = len(slot_lengths)
         if not n:
             return []
-        cap = self.max_batch_size or n
         run_starts = np.flatnonzero(np.r_[True, (slot_lengths[1:] != slot_lengths[:-1]).any(1)])
         bounds: list[tuple[int, int]] = []
         start, count, longest = 0, 0, 0  # the open batch: first slot, size, longest length
@@ -166,7 +132,7 @@ class TokenBatchSampler(_EpochSampler):
             row_max, left = int(slot_lengths[a].max()), b - a
             while left:
                 grown = max(longest, row_max)
-                fits = min(cap, self.max_tokens // grown if grown else cap) - count
+                fits = (self.max_tokens // grown if grown else n) - count
                 if count and fits <= 0:  # close the open batch
                     bounds.append((start, start + count))
                     start, count, longest = start + count, 0, 0
@@ -181,7 +147,7 @@ class TokenBatchSampler(_EpochSampler):
         return bounds
 
     def global_batches(self, epoch: int) -> list[list[int]]:
-        """All the batches of ``epoch`` (item indices ``0..n-1``) in order, before sharding."""
+        """All ranks' batches of ``epoch`` (item indices ``0..n-1``)."""
         if self.shuffle:
             rng = np.random.default_rng(mix_seed(self.seed, epoch))
             order = np.lexsort((rng.random(self.n), self.bucket))  # each bucket's items shuffled
@@ -190,7 +156,6 @@ class TokenBatchSampler(_EpochSampler):
         return [self._sorted[a:b].tolist() for a, b in self.bounds]
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches of ``epoch`` (item indices ``0..n-1``)."""
         return self.shard(self.global_batches(epoch))
 
     units = batches
@@ -207,15 +172,14 @@ class TokenBatchSampler(_EpochSampler):
 
 
 class ArrowRows(Dataset):
-    """The rows of a ``datasets.Dataset`` (without an indices mapping) read in place from its Arrow table: item ``i``
-    is a dict of ``columns`` (a list as a numpy view, a number as a numpy scalar, a string as ``str``). A table on
-    disk stays memory-mapped (ranks and workers share its pages); pickles as the dataset and maps it again."""
+    """The rows of a ``datasets.Dataset`` (no indices mapping) read in place from its memory-mapped Arrow table: dicts
+    of ``columns`` (a list as a numpy view, a number as a numpy scalar, a string as ``str``)."""
 
     def __init__(self, ds: Any, columns: Sequence[str] | None = None) -> None:
         self.ds, self.columns = ds, list(columns or ds.column_names)
         table = ds.with_format("arrow")[:]
         self.n = table.num_rows
-        self._parts: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        self._parts: dict[str, tuple[np.ndarray, list[Callable[[int], Any]]]] = {}
         for name in self.columns:
             chunks = [c for c in table.column(name).chunks if len(c)]
             starts = np.cumsum([0] + [len(c) for c in chunks])
@@ -227,13 +191,7 @@ class ArrowRows(Dataset):
     def column(self, name: str, i: int) -> Any:
         starts, views = self._parts[name]
         k = int(np.searchsorted(starts, i, side="right")) - 1
-        view, j = views[k], i - starts[k]
-        if isinstance(view, tuple):
-            offsets, values = view
-            return values[offsets[j] : offsets[j + 1]]
-        if isinstance(view, np.ndarray):
-            return view[j]
-        return view[int(j)].as_py()  # a string
+        return views[k](i - starts[k])
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not -self.n <= i < self.n:
@@ -248,37 +206,33 @@ class ArrowRows(Dataset):
         self.__init__(state["ds"], state["columns"])  # type: ignore[misc]
 
 
-
-def _view(chunk: Any) -> Any:
-    """An Arrow chunk as :class:`ArrowRows` reads it: ``(offsets, values)`` of a list, numpy numbers, strings as is."""
+def _view(chunk: Any) -> Callable[[int], Any]:
+    """The reader of an Arrow chunk's ``j``-th value: a list as a numpy view, numbers from numpy, a string as is."""
     import pyarrow as pa
 
     if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
-        return chunk.offsets.to_numpy(), chunk.values.to_numpy()
+        offsets, values = chunk.offsets.to_numpy(), chunk.values.to_numpy()
+        return lambda j: values[offsets[j] : offsets[j + 1]]
     if pa.types.is_string(chunk.type) or pa.types.is_large_string(chunk.type):
-        return chunk
-    return chunk.to_numpy()
+        return lambda j: chunk[int(j)].as_py()
+    return chunk.to_numpy().__getitem__
 
 
 class PadCollator:
-    """Pads samples (dicts) into a batch of int64 tensors: each column of ``pads`` present padded with its value,
-    ``attention_mask`` (1: a token of ``input_ids``), zero ``token_type_ids`` if absent, ``stack``'s columns stacked.
-    A batch is as long as its longest sequence, rounded up to ``pad_to_multiple_of`` but not beyond ``max_length``."""
+    """Samples (dicts) padded into int64 tensors: ``pads``' columns with their values, an ``attention_mask``, zero
+    ``token_type_ids`` if absent, ``stack``'s columns stacked; the longest rounded up to ``pad_to_multiple_of``."""
 
     def __init__(self, pads: dict[str, int], stack: Sequence[str] = (), pad_to_multiple_of: int | None = 8,
                  max_length: int | None = None) -> None:
         self.pads, self.stack = pads, tuple(stack)
         self.pad_to_multiple_of, self.max_length = pad_to_multiple_of, max_length
 
-    def length(self, longest: int) -> int:
-        if not self.pad_to_multiple_of:
-            return longest
-        length = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        return length if self.max_length is None else max(longest, min(length, self.max_length))
-
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         lengths = [len(s["input_ids"]) for s in samples]
-        width = self.length(max(lengths))
+        width = longest = max(lengths)
+        if multiple := self.pad_to_multiple_of:
+            width = -(-longest // multiple) * multiple
+            width = width if self.max_length is None else max(longest, min(width, self.max_length))
         batch = {}
         for name, value in self.pads.items():
             if name in samples[0]:
@@ -295,10 +249,8 @@ class PadCollator:
 
 
 class SeededTransform(Dataset):
-    """Applies ``transform`` to a dataset's ``(input, target)`` samples with torch's RNG seeded from ``(seed, epoch,
-    first index)`` of each batch (fetched whole by ``__getitems__``, in one worker): a batch's draws do not depend on
-    prefetching, the worker count or a restart. Index ``epoch * n + i`` reads item ``i``. ``batched``: ``transform``
-    takes the stacked inputs; ``collate``: it takes the list of samples and returns the batch."""
+    """``transform`` of a dataset's ``(input, target)`` samples with torch's RNG seeded from ``(seed, epoch, first
+    index)`` of each batch (fetched whole by ``__getitems__``); index ``epoch * n + i`` reads item ``i``."""
 
     def __init__(self, dataset: Dataset, transform: Callable | None, seed: int = 0, batched: bool = False,
                  collate: bool = False) -> None:
@@ -308,10 +260,6 @@ class SeededTransform(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int) -> Any:
-        out = self.__getitems__([index])
-        return out if self.collate else out[0]
-
     def __getitems__(self, indices: list[int]) -> Any:
         items = [divmod(int(index), self.n) for index in indices]
         samples = [self.dataset[i] for _, i in items]
@@ -319,9 +267,9 @@ class SeededTransform(Dataset):
             return samples
         epoch, first = items[0]
         with seeded_torch(mix_seed(self.seed, epoch, first)):
-            if self.collate:  # list of samples -> batch
+            if self.collate:
                 return self.transform(samples)
-            if self.batched:  # one call on the stacked batch (per-sample randomness inside)
+            if self.batched:
                 out = self.transform(torch.stack([x for x, _ in samples]))
                 return list(zip(out.unbind(0), (y for _, y in samples)))
             return [(self.transform(x), y) for x, y in samples]
@@ -331,13 +279,9 @@ STREAM_POSITION = "_stream_position"
 
 
 class ResumableStream(IterableDataset):
-    """Training batches from a ``datasets.IterableDataset`` (streamed) that a run resumes exactly.
-
-    The stream is read in blocks of ``block_size`` rows; ``make_batches(rows, rng)`` turns a block into collated
-    batches with ``rng`` seeded by ``(seed, epoch, block)``. Every batch carries its position under
-    :data:`STREAM_POSITION` (the stream's ``state_dict()`` at its block's start, the block, the batches done); a
-    resumed stream restarts from that block and skips the batches done. Read in the training process (no workers).
-    """
+    """Training batches of a streamed ``datasets.IterableDataset``, read in blocks of ``block_size`` rows that
+    ``make_batches(rows, rng)`` batches (``rng`` from ``(seed, epoch, block)``). Each batch carries its position
+    (the stream's state at its block, the block, the batches done) under :data:`STREAM_POSITION` to resume from."""
 
     def __init__(self, stream: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
                  block_size: int = 10_000, seed: int = 0, epoch: Callable[[], int] = lambda: 0) -> None:
@@ -366,25 +310,22 @@ class ResumableStream(IterableDataset):
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
-    """Workers leave Ctrl-C and SIGTERM to the training process, which stops at a batch end with a checkpoint."""
+    """Workers leave Ctrl-C and SIGTERM to the training process (it stops at a batch end with a checkpoint)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _as_is(batch: Any) -> Any:
-    """The collate function of a loader whose dataset returns whole batches."""
     return batch
 
 
 class ResumableDataModule(pl.LightningDataModule):
-    """Base of tfm's DataModules: loaders from :meth:`train_loader` and :meth:`eval_loader`; the position in the
-    epoch goes into checkpoints.
+    """Base of tfm's DataModules: loaders from :meth:`train_loader` and :meth:`eval_loader`, positions checkpointed.
 
     Args:
         batch_size: training batch size per device.
         eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes; None: none on a CPU run, on a GPU one per CPU
-            of the device's share less one, at most 8 (persistent, with pinned memory).
+        num_workers: DataLoader workers; None: none on CPU, else one per CPU of the device's share less one (<= 8).
         seed: data order and augmentation seed (independent of ``seed_everything``).
     """
 
@@ -394,8 +335,8 @@ class ResumableDataModule(pl.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.seed = num_workers, seed
         self._resume: dict[str, int] | None = None
-        self._stream_resume: list[dict[str, Any]] | None = None  # each rank's position in a streamed training split
-        self._stream_position: dict[str, Any] | None = None  # the position of the last batch trained on
+        self._stream_resume: list[dict[str, Any]] | None = None  # each rank's position in a stream to resume from
+        self._stream_position: dict[str, Any] | None = None  # that of the last batch trained on
         self._streamed = False
 
     def _replicas(self) -> tuple[int, int]:
@@ -409,8 +350,10 @@ class ResumableDataModule(pl.LightningDataModule):
     def _loader(self, train: bool, dataset: Dataset, transform: Callable | None = None,
                 collate_fn: Callable | None = None, batched: bool = False, collate: bool = False,
                 batch_sampler: TokenBatchSampler | None = None) -> DataLoader:
+        """A training DataLoader (shuffled per epoch, resumable) or an evaluation one (in order, the same draws every
+        epoch). ``batched``: ``transform`` takes the stacked inputs; ``collate``: it makes the batch."""
         if batch_sampler is not None:
-            sampler: _EpochSampler = batch_sampler
+            sampler: ResumableSampler = batch_sampler
             sampling: dict[str, Any] = {"batch_sampler": batch_sampler}
         else:
             replicas, rank = self._replicas()
@@ -420,9 +363,7 @@ class ResumableDataModule(pl.LightningDataModule):
                                        rank=rank, drop_last=drop_last, per_epoch=train, per_batch=self.batch_size)
             sampling = {"sampler": sampler, "batch_size": self.batch_size if train else self.eval_batch_size,
                         "drop_last": drop_last}
-        if train and self._resume is not None:
-            # the epoch too, not only at Lightning's set_epoch: a loader with workers draws its first batches when
-            # its iterator is made, which on a restart comes before set_epoch
+        if train and self._resume is not None:  # the epoch too: workers draw batches before Lightning's set_epoch
             sampler.epoch = sampler.resume_epoch = self._resume["epoch"]
             sampler.skip_batches = self._resume["batches"]
             self._resume = None
@@ -432,27 +373,16 @@ class ResumableDataModule(pl.LightningDataModule):
         if workers is None:
             workers = auto_num_workers(self._on_cuda(), trainer.num_devices if trainer else 1)
         return DataLoader(data, collate_fn=_as_is if collate and transform is not None else collate_fn,
-                          num_workers=workers, persistent_workers=workers > 0,
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=self._on_cuda(),
                           worker_init_fn=_ignore_stop_signals if workers > 0 else None,
-                          generator=torch.Generator().manual_seed(self.seed),
-                          pin_memory=self._on_cuda(), **sampling)  # pinned: batches copy to the GPU asynchronously
+                          generator=torch.Generator().manual_seed(self.seed), **sampling)
 
-    def train_loader(self, *args: Any, **kwargs: Any) -> DataLoader:
-        """The training DataLoader of ``(dataset, transform=None, collate_fn=None, batched=False, collate=False,
-        batch_sampler=None)``: shuffled per epoch, seeded transforms, resumable. ``batched``: ``transform`` takes the
-        stacked inputs; ``collate``: it takes the samples and returns the batch; ``batch_sampler``: its batches (built
-        for this rank) rather than ``batch_size``'s."""
-        return self._loader(True, *args, **kwargs)
-
-    def eval_loader(self, *args: Any, **kwargs: Any) -> DataLoader:
-        """An evaluation DataLoader (arguments of :meth:`train_loader`): in order, sharded over DDP ranks, a random
-        transform draws the same every epoch; a ``batch_sampler`` has ``shuffle=False, per_epoch=False``."""
-        return self._loader(False, *args, **kwargs)
+    train_loader = partialmethod(_loader, True)
+    eval_loader = partialmethod(_loader, False)
 
     def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
                       block_size: int) -> DataLoader:
-        """The training DataLoader of a ``datasets`` stream of ``rows``: this rank's part, read by a
-        :class:`ResumableStream`, resumed at this rank's position in the checkpoint."""
+        """The training DataLoader of this rank's part of a ``datasets`` stream (a :class:`ResumableStream`)."""
         from datasets.distributed import split_dataset_by_node
 
         replicas, rank = self._replicas()
@@ -478,33 +408,25 @@ class ResumableDataModule(pl.LightningDataModule):
         if isinstance(batch, dict) and STREAM_POSITION in batch:
             batch = dict(batch)
             position = batch.pop(STREAM_POSITION)
-            trainer = getattr(self, "trainer", None)
-            if trainer is not None and trainer.training:
+            if (trainer := getattr(self, "trainer", None)) is not None and trainer.training:
                 self._stream_position = position
         return batch
 
-    def _stream_positions(self) -> list[dict[str, Any] | None]:
-        """Every rank's stream position (gathered: each rank reads its own part of the stream)."""
-        dist = torch.distributed
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            positions: list[Any] = [None] * dist.get_world_size()
-            dist.all_gather_object(positions, self._stream_position)
-            return positions
-        return [self._stream_position]
-
-    # --- checkpointed position ----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         trainer = getattr(self, "trainer", None)
         if trainer is None or trainer.state.fn != "fit":
             return {}
-        if self._streamed:
-            return {"stream": self._stream_positions(), "seed": self.seed}
+        if self._streamed:  # every rank's position: each reads its own part of the stream
+            dist, positions = torch.distributed, [self._stream_position]
+            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+                positions = [None] * dist.get_world_size()
+                dist.all_gather_object(positions, self._stream_position)
+            return {"stream": positions, "seed": self.seed}
         epochs = trainer.fit_loop.epoch_progress.current
         batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
         epoch = trainer.current_epoch
-        # after fit, an epoch cut by max_steps is closed: a resume starts the next one. (While training,
-        # started == completed also holds in the epoch after a resume from an epoch's last step: Lightning then
-        # does not count that epoch as started.)
+        # after fit, an epoch cut by max_steps is closed: a resume starts the next one (while training, started ==
+        # completed also holds in the epoch after a resume from an epoch's last step, which Lightning doesn't count)
         if trainer.state.status == TrainerStatus.FINISHED and epochs.started == epochs.completed:
             batches = 0
         elif epochs.processed > epochs.completed or batches >= trainer.num_training_batches:  # at its end hooks

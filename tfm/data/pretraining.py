@@ -1,10 +1,6 @@
-"""BERT pretraining data: sentence pairs as google-research/bert's ``create_pretraining_data.py`` builds them,
-dynamic masked-LM masking per batch, and the DataModule.
-
-Preparation is two batched ``Dataset.map`` over Arrow files (``--data.num_proc`` processes): documents tokenised,
-then each split's documents turned into instances, each document's drawn from ``(seed, its index)`` alone. The
-result is cached under a key of the tokenizer, source and settings and read memory-mapped; masking is drawn per batch
-from :class:`~tfm.data.loading.SeededTransform`'s seeded RNG, so a resumed run masks as an uninterrupted one.
+"""BERT pretraining data: sentence pairs as google-research/bert's ``create_pretraining_data.py`` builds them (a
+document's from ``(seed, its index)`` alone, prepared once by ``Dataset.map`` into a cache), masked-LM masks drawn per
+batch from :class:`~tfm.data.loading.SeededTransform`'s seeded RNG (a resumed run masks as an uninterrupted one).
 """
 
 from __future__ import annotations
@@ -13,7 +9,7 @@ import hashlib
 import json
 import random
 from collections.abc import Iterator, Sequence
-from itertools import islice
+from itertools import accumulate, islice
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +21,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import ArrowRows, PadCollator, mix_seed, seeded_torch
-from .sources import (
-    SPLITS,
-    HubSpec,
-    build_cached,
-    check_num_proc,
-    is_table_file,
-    load_shards,
-    load_splits,
-    preparation_processes,
-    quiet_fork,
-    require_train,
-)
-from .text import _text_files, resolve_source, row_sentences, row_sizes, sample_rows
+from .sources import SPLITS, build_cached, check_num_proc, load_shards, preparation_processes, quiet_fork
+from .text import resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import CONTINUATION_PREFIX, TextDataModule, cache_root, special_ids, wordpiece_tokenizer
 
 Document = Sequence[list[int]]  # one token-id list per sentence
@@ -46,59 +31,48 @@ _CACHE_FORMAT = 2
 
 
 # --- instances, as google-research/bert create_pretraining_data.py ---------------------------------
-def truncate_seq_pair(tokens_a: list[int], tokens_b: list[int], max_num_tokens: int, rng: random.Random) -> None:
-    """Shorten the longer segment, a token at a time from its front or back at random, to fit ``max_num_tokens``."""
-    while len(tokens_a) + len(tokens_b) > max_num_tokens:
-        trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
-        trunc.pop(0 if rng.random() < 0.5 else -1)
-
-
-def create_instances_from_document(
-    documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
-    rng: random.Random
-) -> list[Instance]:
-    """The sentence pairs of ``documents[index]``: google's function, ``nsp_prob`` for its 0.5 (B from elsewhere)."""
-    document = documents[index]
-    max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
-    target_seq_length = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
-    instances: list[Instance] = []
-    chunk: list[list[int]] = []
-    length, i = 0, 0
-    while i < len(document):
-        chunk.append(document[i])
-        length += len(document[i])
-        if i == len(document) - 1 or length >= target_seq_length:
-            a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-            tokens_a = [t for segment in chunk[:a_end] for t in segment]
-            is_random_next = len(chunk) == 1 or rng.random() < nsp_prob
-            if is_random_next:
-                tokens_b: list[int] = []
-                for _ in range(10):  # another document, if there is one
-                    other = rng.randint(0, len(documents) - 1)
-                    if other != index:
-                        break
-                random_document = documents[other]
-                for segment in random_document[rng.randint(0, len(random_document) - 1) :]:
-                    tokens_b.extend(segment)
-                    if len(tokens_b) >= target_seq_length - len(tokens_a):
-                        break
-                i -= len(chunk) - a_end  # the unused segments go back for the next instance
-            else:
-                tokens_b = [t for segment in chunk[a_end:] for t in segment]
-            truncate_seq_pair(tokens_a, tokens_b, max_num_tokens, rng)
-            instances.append((tokens_a, tokens_b, is_random_next))
-            chunk, length = [], 0
-        i += 1
-    return instances
-
-
 def document_instances(
     documents: Sequence[Document], index: int, max_seq_length: int, short_seq_prob: float, nsp_prob: float,
     dupe_factor: int, seed: int
 ) -> list[Instance]:
-    """The instances of ``documents[index]``, ``dupe_factor`` times over, each from ``(seed, time, index)``."""
-    return [inst for dupe in range(dupe_factor) for inst in create_instances_from_document(
-        documents, index, max_seq_length, short_seq_prob, nsp_prob, random.Random(mix_seed(seed, dupe, index)))]
+    """The sentence pairs of ``documents[index]`` by google's ``create_instances_from_document`` (``nsp_prob`` for
+    its 0.5: B from elsewhere), ``dupe_factor`` times over, each from ``(seed, time, index)``."""
+    document = documents[index]
+    max_num_tokens = max_seq_length - 3  # [CLS] A [SEP] B [SEP]
+    instances: list[Instance] = []
+    for dupe in range(dupe_factor):
+        rng = random.Random(mix_seed(seed, dupe, index))
+        target_seq_length = rng.randint(2, max_num_tokens) if rng.random() < short_seq_prob else max_num_tokens
+        chunk: list[list[int]] = []
+        length, i = 0, 0
+        while i < len(document):
+            chunk.append(document[i])
+            length += len(document[i])
+            if i == len(document) - 1 or length >= target_seq_length:
+                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
+                tokens_a = [t for segment in chunk[:a_end] for t in segment]
+                is_random_next = len(chunk) == 1 or rng.random() < nsp_prob
+                if is_random_next:
+                    tokens_b: list[int] = []
+                    for _ in range(10):  # another document, if there is one
+                        other = rng.randint(0, len(documents) - 1)
+                        if other != index:
+                            break
+                    random_document = documents[other]
+                    for j in range(rng.randint(0, len(random_document) - 1), len(random_document)):
+                        tokens_b.extend(random_document[j])
+                        if len(tokens_b) >= target_seq_length - len(tokens_a):
+                            break
+                    i -= len(chunk) - a_end  # the unused segments go back for the next instance
+                else:
+                    tokens_b = [t for segment in chunk[a_end:] for t in segment]
+                while len(tokens_a) + len(tokens_b) > max_num_tokens:  # google's truncate_seq_pair
+                    trunc = tokens_a if len(tokens_a) > len(tokens_b) else tokens_b
+                    trunc.pop(0 if rng.random() < 0.5 else -1)
+                instances.append((tokens_a, tokens_b, is_random_next))
+                chunk, length = [], 0
+            i += 1
+    return instances
 
 
 def create_instances(
@@ -115,38 +89,26 @@ def create_instances(
 
 def instance_columns(instances: Sequence[Instance], cls_id: int, sep_id: int) -> dict[str, list]:
     """``input_ids`` (``[CLS] A [SEP] B [SEP]``), ``token_type_ids``, ``next_sentence_label`` (1: B is random)."""
-    ids, types, labels = [], [], []
-    for a, b, is_random in instances:
-        ids.append([cls_id, *a, sep_id, *b, sep_id])
-        types.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
-        labels.append(int(is_random))
-    return {"input_ids": ids, "token_type_ids": types, "next_sentence_label": labels}
+    return {"input_ids": [[cls_id, *a, sep_id, *b, sep_id] for a, b, _ in instances],
+            "token_type_ids": [[0] * (len(a) + 2) + [1] * (len(b) + 1) for a, b, _ in instances],
+            "next_sentence_label": [int(r) for *_, r in instances]}
 
 
 def tokenize_documents(tok: Tokenizer, documents: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Each sentence as token ids, without special tokens."""
-    flat = [s for d in documents for s in d]
-    encoded = iter(tok.encode_batch_fast(flat, add_special_tokens=False))
+    encoded = iter(tok.encode_batch_fast([s for d in documents for s in d], add_special_tokens=False))
     return [[next(encoded).ids for _ in d] for d in documents]
 
 
 # --- the pipeline on datasets: tokenised documents, then instances ----------------------------------
 def _encode_documents(batch: dict[str, list], tok: Tokenizer) -> dict[str, list]:
-    """A batch of documents as ``ids`` (all their tokens) and ``ends`` (where each sentence ends)."""
-    out: dict[str, list] = {"ids": [], "ends": []}
-    for doc in tokenize_documents(tok, row_sentences(batch)):
-        ids, ends = [], []
-        for sentence in doc:
-            if sentence:
-                ids.extend(sentence)
-                ends.append(len(ids))
-        out["ids"].append(ids)
-        out["ends"].append(ends)
-    return out
+    """A batch of documents as ``ids`` (all their tokens) and ``ends`` (where each non-empty sentence ends)."""
+    docs = [[s for s in doc if s] for doc in tokenize_documents(tok, row_sentences(batch))]
+    return {"ids": [[t for s in doc for t in s] for doc in docs], "ends": [list(accumulate(map(len, d))) for d in docs]}
 
 
 class _TokenDocument(Sequence):
-    """One tokenised document, its sentences as id lists made on access (a slice is an iterator)."""
+    """One tokenised document, its sentences as id lists made on access."""
 
     def __init__(self, ids: np.ndarray, ends: np.ndarray) -> None:
         self.ids, self.ends = ids, ends
@@ -154,9 +116,7 @@ class _TokenDocument(Sequence):
     def __len__(self) -> int:
         return len(self.ends)
 
-    def __getitem__(self, k: int | slice) -> Any:
-        if isinstance(k, slice):
-            return map(self.__getitem__, range(*k.indices(len(self.ends))))
+    def __getitem__(self, k: int) -> list[int]:  # type: ignore[override]
         return self.ids[self.ends[k - 1] if k else 0 : self.ends[k]].tolist()
 
 
@@ -176,8 +136,8 @@ class SplitDocuments(Sequence):
 
 def _instances_batch(batch: dict[str, list], indices: list[int], docs: SplitDocuments, settings: tuple,
                      cls_sep: tuple[int, int]) -> dict[str, list]:
-    made = [inst for index in indices for inst in document_instances(docs, index, *settings)]
-    return instance_columns(made, *cls_sep)
+    return instance_columns([inst for index in indices for inst in document_instances(docs, index, *settings)],
+                            *cls_sep)
 
 
 def PretrainingInstances(ds: Any) -> ArrowRows:
@@ -195,24 +155,17 @@ class MaskedLMCollator(PadCollator):
     would overshoot the token budget is skipped (google's ``create_masked_lm_predictions``).
     """
 
-    def __init__(
-        self,
-        tok: Tokenizer,
-        mlm_probability: float = 0.15,
-        whole_word_masking: bool = False,
-        pad_to_multiple_of: int | None = 8,
-        max_length: int | None = None,
-    ) -> None:
+    def __init__(self, tok: Tokenizer, mlm_probability: float = 0.15, whole_word_masking: bool = False,
+                 pad_to_multiple_of: int | None = 8, max_length: int | None = None) -> None:
         ids = special_ids(tok)
         super().__init__({"input_ids": ids["[PAD]"], "token_type_ids": 0, "labels": -100}, ["next_sentence_label"],
                          pad_to_multiple_of, max_length)
         self.mask_id, self.mlm_probability, self.whole_word_masking = ids["[MASK]"], mlm_probability, whole_word_masking
         vocab = tok.get_vocab()
-        size = max(vocab.values()) + 1
-        self.special = torch.zeros(size, dtype=torch.bool)
-        self.special[list(ids.values())] = True
-        self.continuation = torch.zeros(size, dtype=torch.bool)
-        self.continuation[[i for t, i in vocab.items() if t.startswith(CONTINUATION_PREFIX) and len(t) > 2]] = True
+        every_id = torch.arange(max(vocab.values()) + 1)
+        self.special = torch.isin(every_id, torch.tensor(list(ids.values())))
+        pieces = [i for t, i in vocab.items() if t.startswith(CONTINUATION_PREFIX) and len(t) > 2]
+        self.continuation = torch.isin(every_id, torch.tensor(pieces, dtype=torch.long))
         self.random_ids = (~self.special).nonzero().flatten()
 
     def __call__(self, samples: Sequence[dict[str, Any]]) -> dict[str, Tensor]:
@@ -295,9 +248,8 @@ class BertPretrainingDataModule(TextDataModule):
         max_documents: use only the first documents of the source.
         tokenizer_sample_bytes: train the vocabulary on a seeded sample of about this many bytes of documents.
         num_proc: preparation processes (default: one per CPU, at most 8, from 10,000 documents on, else one).
-        streaming: stream the training documents of a ``hf:`` dataset or text / Parquet files (nothing prepared
-            ahead); validation and test are held out by a hash of the text from the first ``max_documents``
-            (default 10,000), which also give the vocabulary; resumes exactly.
+        streaming: stream the training documents of a ``hf:`` dataset or text / Parquet files (resumes exactly);
+            validation and test are held out by text hash from the first ``max_documents`` (default 10,000).
         stream_block_size: documents per block of a stream, whose pairs are drawn, shuffled and masked together.
         pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
         cache_dir: cache folder of prepared data (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
@@ -355,10 +307,10 @@ class BertPretrainingDataModule(TextDataModule):
 
         def texts() -> Iterator[str]:  # read on a cache miss only
             docs = self.documents()
-            rows = sample_rows(row_sizes(docs), self.tokenizer_sample_bytes, self.split_seed)
+            sample = docs.select(sample_rows(row_sizes(docs), self.tokenizer_sample_bytes, self.split_seed))
             count = 0
-            for start in range(0, len(rows), 256):
-                for d in row_sentences(docs[rows[start : start + 256]]):
+            for batch in sample.iter(batch_size=256):
+                for d in row_sentences(batch):
                     count += len(d)
                     yield from d
             if not count:
@@ -371,34 +323,16 @@ class BertPretrainingDataModule(TextDataModule):
 
     def documents(self) -> Any:
         """The first ``max_documents`` (streaming: or 10,000, in memory) documents, a ``datasets.Dataset`` row each."""
-        if self._documents is None:
-            if self.streaming:
-                import datasets
+        if self._documents is None and self.streaming:
+            import datasets
 
-                head = list(islice(self._stream(), self.max_documents or 10_000))
-                if not head:
-                    raise UserError(f"the corpus {self.source} holds no text")
-                self._documents = datasets.Dataset.from_list(head)
-            else:
-                self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
+            head = list(islice(self.source.stream(), self.max_documents or 10_000))
+            if not head:
+                raise UserError(f"the corpus {self.source} holds no text")
+            self._documents = datasets.Dataset.from_list(head)
+        elif self._documents is None:
+            self._documents = self.source.dataset(self.max_documents, self.cache_dir / "datasets")
         return self._documents
-
-    def _stream(self) -> Any:
-        """The source's training split as a ``datasets`` stream of documents (a ``text`` column)."""
-        import datasets
-
-        if self.source.kind == "hf":
-            streams = load_splits(HubSpec(self.source.location, self.source.config, self.source.revision),
-                                  streaming=True)
-            require_train(streams, str(self.source))
-            return streams["train"].select_columns(["text"])
-        path = Path(self.source.location)
-        if is_table_file(path):
-            return datasets.load_dataset(path.suffix.lstrip(".").lower(), data_files=str(path), split="train",
-                                         streaming=True).select_columns(["text"])
-        files = [str(f) for f in _text_files(path)] if path.is_dir() else [str(path)]
-        return datasets.load_dataset("text", data_files=files, sample_by="document" if path.is_dir() else "paragraph",
-                                     split="train", streaming=True)
 
     def held_out(self, text: str) -> str:
         """The split of a streamed document, from a hash of its text and ``split_seed``."""
@@ -408,18 +342,17 @@ class BertPretrainingDataModule(TextDataModule):
                 "test" if u < self.val_fraction + self.test_fraction else "train")
 
     def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Tensor]]:
-        """A block of streamed documents (those of the training split) as masked batches."""
+        """A block of streamed documents (those of the training split) as masked batches, a partial last one dropped."""
         texts = [r["text"] for r in rows if r["text"] and self.held_out(r["text"]) == "train"]
-        docs = tokenize_documents(self.tokenizer, row_sentences({"text": texts}))
-        made = create_instances(docs, self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
+        made = create_instances(tokenize_documents(self.tokenizer, row_sentences({"text": texts})),
+                                self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
                                 rng.getrandbits(62))
         rng.shuffle(made)
         ids = special_ids(self.tokenizer)
-        items = [{"input_ids": np.array(a, dtype=np.int32), "token_type_ids": np.array(t, dtype=np.int8),
-                  "next_sentence_label": np.int8(n)}
-                 for a, t, n in zip(*instance_columns(made, ids["[CLS]"], ids["[SEP]"]).values())]
+        columns = instance_columns(made, ids["[CLS]"], ids["[SEP]"])
+        items = [dict(zip(columns, values)) for values in zip(*columns.values())]
         batches = []
-        for start in range(0, len(items) - self.batch_size + 1, self.batch_size):  # the rest of a block is dropped
+        for start in range(0, len(items) - self.batch_size + 1, self.batch_size):
             with seeded_torch(rng.getrandbits(62)):
                 batches.append(self.collator(items[start : start + self.batch_size]))
         return batches
@@ -427,24 +360,23 @@ class BertPretrainingDataModule(TextDataModule):
     def _split_picks(self, docs: Any, nonempty: np.ndarray) -> dict[str, np.ndarray]:
         """Positions among the non-empty documents of each split's: seeded by ``split_seed``, or (streaming) by
         :meth:`held_out`, as the training stream skips them."""
-        if not self.streaming:
-            n = len(nonempty)
-            order = list(range(n))
-            random.Random(self.split_seed).shuffle(order)
-            n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
-            if n - n_val - n_test < 1:
-                raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits "
-                                "(lower --data.val_fraction/--data.test_fraction)")
-            picks = {"train": order[n_val + n_test :], "validation": order[:n_val],
-                     "test": order[n_val : n_val + n_test]}
-            return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
-        names = np.array([self.held_out(t or "") for t in docs.select_columns(["text"])["text"]])[nonempty]
-        picks = {split: np.flatnonzero(names == split) for split in SPLITS}
-        if not len(picks["validation"]) or (self.test_fraction > 0 and not len(picks["test"])):
-            raise UserError(f"the first {len(docs)} documents of {self.source} hold no validation or test document: "
-                            "raise --data.max_documents "
-                            "(the documents streaming holds out from) or --data.val_fraction/--data.test_fraction")
-        return picks
+        if self.streaming:
+            names = np.array([self.held_out(t or "") for t in docs.select_columns(["text"])["text"]])[nonempty]
+            picks = {split: np.flatnonzero(names == split) for split in SPLITS}
+            if not len(picks["validation"]) or (self.test_fraction > 0 and not len(picks["test"])):
+                raise UserError(f"the first {len(docs)} documents of {self.source} hold no validation or test "
+                                "document: raise --data.max_documents (the documents streaming holds out from) or "
+                                "--data.val_fraction/--data.test_fraction")
+            return picks
+        n = len(nonempty)
+        order = list(range(n))
+        random.Random(self.split_seed).shuffle(order)
+        n_val, n_test = (max(1, round(n * f)) if f > 0 else 0 for f in (self.val_fraction, self.test_fraction))
+        if n - n_val - n_test < 1:
+            raise UserError(f"the corpus {self.source} has {n} documents: too few for validation and test splits "
+                            "(lower --data.val_fraction/--data.test_fraction)")
+        picks = {"train": order[n_val + n_test :], "validation": order[:n_val], "test": order[n_val : n_val + n_test]}
+        return {split: np.sort(np.array(p, dtype=np.int64)) for split, p in picks.items()}
 
     @property
     def instances_path(self) -> Path:
@@ -464,13 +396,16 @@ class BertPretrainingDataModule(TextDataModule):
         import pyarrow.compute as pc
 
         tok = self.tokenizer
+        ids = special_ids(tok)
+        id_list, int8 = datasets.Sequence(datasets.Value("int32")), datasets.Value("int8")
+        features = datasets.Features({"input_ids": id_list, "token_type_ids": datasets.Sequence(int8),
+                                      "next_sentence_label": int8})
 
         def build(folder: Path) -> None:
             docs = self.documents()
             processes = preparation_processes(self.num_proc, len(docs))
             folder.mkdir(parents=True)
             tag = hashlib.sha256(folder.name.encode()).hexdigest()[:16]  # map fingerprints: at most 64 characters
-            id_list = datasets.Sequence(datasets.Value("int32"))
             with quiet_fork(processes):
                 tokens = docs.map(_encode_documents, batched=True, batch_size=256, num_proc=processes,
                                   remove_columns=docs.column_names, fn_kwargs={"tok": tok},
@@ -478,12 +413,7 @@ class BertPretrainingDataModule(TextDataModule):
                                   cache_file_name=str(folder / "tokens.arrow"), new_fingerprint=f"tokens-{tag}",
                                   desc="Tokenizing documents")
                 rows = ArrowRows(tokens, ["ids", "ends"])
-                ends = tokens.with_format("arrow")[:].column("ends")
-                nonempty = np.flatnonzero(pc.list_value_length(ends).to_numpy() > 0)
-                ids = special_ids(tok)
-                int8 = datasets.Value("int8")
-                features = datasets.Features({"input_ids": id_list, "token_type_ids": datasets.Sequence(int8),
-                                              "next_sentence_label": int8})
+                nonempty = np.flatnonzero(pc.list_value_length(tokens.data.column("ends")).to_numpy() > 0)
                 for k, (split, picks) in enumerate(self._split_picks(docs, nonempty).items()):
                     settings = (self.max_seq_length, self.short_seq_prob, self.nsp_prob, self.dupe_factor,
                                 mix_seed(self.split_seed, k))
@@ -496,8 +426,7 @@ class BertPretrainingDataModule(TextDataModule):
             for f in folder.glob("tokens*.arrow"):
                 f.unlink()
 
-        folder = build_cached(self.instances_path, build)
-        return {split: load_shards(folder, split) for split in SPLITS}
+        return {split: load_shards(build_cached(self.instances_path, build), split) for split in SPLITS}
 
     def prepare_data(self) -> None:
         self.build_instances()
@@ -518,7 +447,7 @@ class BertPretrainingDataModule(TextDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.streaming:
-            return self.stream_loader(self._stream(), self._stream_batches, self.stream_block_size)
+            return self.stream_loader(self.source.stream(), self._stream_batches, self.stream_block_size)
         return self.train_loader(self.train_set, self.collator, collate=True)
 
     def val_dataloader(self) -> DataLoader:

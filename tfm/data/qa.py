@@ -1,15 +1,11 @@
-"""Extractive question answering (SQuAD v1.1 / v2.0): readers, windowed features, post-processing and the DataModule.
-
-As Hugging Face's ``run_qa.py``: ``[CLS] q [SEP] c [SEP]`` windows (``only_second``, overlapping by ``doc_stride``)
-keep their context tokens' character offsets and are labelled with the answer's token span, or ``(0, 0)`` ([CLS]);
-an example's answer is the best span over its windows, with ``version_2_with_negative`` ``""`` when its null score
-(lowest ``start[CLS] + end[CLS]``) beats it by the threshold.
-"""
+"""Extractive question answering (SQuAD v1.1 / v2.0) as Hugging Face's ``run_qa.py``: ``[CLS] q [SEP] c [SEP]``
+windows (``only_second``, overlapping by ``doc_stride``) labelled with the answer's token span or ``(0, 0)`` ([CLS]);
+an example's answer is its best span over its windows, v2: ``""`` when the null score beats it by the threshold."""
 
 from __future__ import annotations
 
-import collections
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from ..metrics import SQuADv2, squad_v1_metrics, squad_v2_metrics
+from ..metrics import squad_v1_metrics, squad_v2_metrics
 from .loading import PadCollator
 from .sources import SPLITS, STAGE_SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
 from .synthetic.brown_qa import GENERATED_FORMAT, QAExample, generate_brown_qa
@@ -36,7 +32,6 @@ _SQUAD_FORMAT = ('{"data": [{"title": ..., "paragraphs": [{"context": ..., "qas"
                  '{"id", "question", "context"[, "answers"]}')
 
 
-# --- examples ---------------------------------------------------------------------------------------
 def _format_error(origin: str, what: str) -> UserError:
     return UserError(f"{origin} is not in SQuAD format ({what}): expected {_SQUAD_FORMAT}")
 
@@ -130,7 +125,6 @@ def squad_json(examples: Sequence[QAExample], version: str = "") -> dict[str, An
     return {"version": version, "data": data}
 
 
-# --- features ---------------------------------------------------------------------------------------
 def check_window(max_seq_length: int, doc_stride: int, max_query_length: int) -> None:
     """A window must hold ``[CLS] q [SEP] [SEP]``, the stride and at least one new context token."""
     if max_query_length < 1 or doc_stride < 0:
@@ -181,36 +175,31 @@ class QAFeatures(Dataset):
         return self.arrays["offsets"][self.bounds[i] : self.bounds[i + 1]]
 
 
-def encode_batch(plain: Tokenizer, windowed: Tokenizer, examples: Sequence[QAExample], max_query_length: int,
-                 first: int = 0) -> list[tuple[Any, ...]]:
-    """The windows of examples numbered from ``first``: ``(input_ids, token_type_ids, offsets, example_index, start,
-    end)``. Questions are left-stripped and cut after ``max_query_length`` tokens of ``plain`` (as ``run_qa.py``)."""
-    questions = [ex.question.lstrip() for ex in examples]
-    questions = [q[: enc.offsets[max_query_length - 1][1]] if len(enc.ids) > max_query_length else q
-                 for q, enc in zip(questions, plain.encode_batch(questions, add_special_tokens=False))]
-    windows, encoded = [], windowed.encode_batch([*zip(questions, (ex.context for ex in examples))])
-    for k, (ex, enc) in enumerate(zip(examples, encoded), first):
-        answer = ex.answers[0] if ex.answers and not ex.is_impossible else None
-        for w in [enc, *enc.overflowing]:
-            offsets = np.asarray(w.offsets, dtype=np.int32).reshape(-1, 2)
-            offsets[np.asarray([s != 1 for s in w.sequence_ids])] = -1
-            span = answer_token_span(offsets, answer[1], answer[1] + len(answer[0])) if answer else (0, 0)
-            windows.append((np.asarray(w.ids, np.int32), np.asarray(w.type_ids, np.int8), offsets, k, *span))
-    return windows
-
-
 def prepare_features(tokenizer: Tokenizer, examples: Sequence[QAExample], max_seq_length: int = 384,
                      doc_stride: int = 128, max_query_length: int = 64) -> QAFeatures:
     """``[CLS] question [SEP] context [SEP]`` windows of at most ``max_seq_length`` tokens overlapping by
-    ``doc_stride`` context tokens, labelled with the first answer's span (``(0, 0)``: not in the window)."""
+    ``doc_stride`` context tokens, labelled with the first answer's span (``(0, 0)``: not in the window). Questions
+    are left-stripped and cut after ``max_query_length`` tokens (as ``run_qa.py``)."""
     check_window(max_seq_length, doc_stride, max_query_length)
     plain, windowed = Tokenizer.from_str(tokenizer.to_str()), Tokenizer.from_str(tokenizer.to_str())
     plain.no_truncation()
     plain.no_padding()
     windowed.no_padding()
     windowed.enable_truncation(max_seq_length, stride=doc_stride, strategy="only_second")
-    windows = [w for b in range(0, len(examples), 2048)
-               for w in encode_batch(plain, windowed, examples[b : b + 2048], max_query_length, b)]
+    windows = []
+    for first in range(0, len(examples), 2048):
+        batch = examples[first : first + 2048]
+        questions = [ex.question.lstrip() for ex in batch]
+        questions = [q[: enc.offsets[max_query_length - 1][1]] if len(enc.ids) > max_query_length else q
+                     for q, enc in zip(questions, plain.encode_batch(questions, add_special_tokens=False))]
+        encoded = windowed.encode_batch([*zip(questions, (ex.context for ex in batch))])
+        for k, (ex, enc) in enumerate(zip(batch, encoded), first):
+            answer = ex.answers[0] if ex.answers and not ex.is_impossible else None
+            for w in [enc, *enc.overflowing]:
+                offsets = np.asarray(w.offsets, dtype=np.int32).reshape(-1, 2)
+                offsets[np.asarray([s != 1 for s in w.sequence_ids])] = -1
+                span = answer_token_span(offsets, answer[1], answer[1] + len(answer[0])) if answer else (0, 0)
+                windows.append((np.asarray(w.ids, np.int32), np.asarray(w.type_ids, np.int8), offsets, k, *span))
     ids, types, offsets, index, starts, ends = zip(*windows) if windows else ((),) * 6
     return QAFeatures({"bounds": np.cumsum([0, *map(len, ids)], dtype=np.int64),
                        "input_ids": np.concatenate([np.zeros(0, np.int32), *ids]),
@@ -228,7 +217,6 @@ def _fits(path: Path, num_examples: int) -> bool:
         return int(z["example_index"].max(initial=-1)) < num_examples
 
 
-# --- post-processing --------------------------------------------------------------------------------
 def _arrays(x: Any, dtype: Any) -> list[np.ndarray]:
     """A tensor or array, or a list of them (or of lists), as ``dtype`` arrays."""
     return [np.asarray(p.detach().cpu().double().numpy() if isinstance(p, Tensor) else p, dtype)
@@ -253,13 +241,10 @@ def postprocess_predictions(examples: Sequence[QAExample], features: QAFeatures,
         if not 0 <= f < len(features):
             raise ValueError(f"feature index {f} is out of range: the split has {len(features)} features")
         by_feature.setdefault(f, (s, e))
-    per_example: dict[int, list[int]] = collections.defaultdict(list)
-    for f in sorted(by_feature):
-        per_example[int(features.example_index[f])].append(f)
     predictions: dict[str, str] = {}
-    for e in sorted(per_example):
+    for e, windows in itertools.groupby(sorted(by_feature), key=lambda f: int(features.example_index[f])):
         example, best_score, best_text, null_score = examples[e], -np.inf, "", np.inf
-        for f in per_example[e]:
+        for f in windows:
             offsets = features.offsets(f)
             n = len(offsets)
             s_logits, e_logits = by_feature[f][0][:n], by_feature[f][1][:n]
@@ -291,7 +276,6 @@ def write_predictions(predictions: Mapping[str, str], path: str | Path) -> Path:
     return path
 
 
-# --- the DataModule ---------------------------------------------------------------------------------
 class QuestionAnsweringDataModule(TextDataModule):
     """Extractive QA data (SQuAD v1.1 / v2.0) for :class:`~tfm.tasks.QuestionAnswering`: int64 ``input_ids``,
     ``token_type_ids``, ``attention_mask``, ``start_positions``, ``end_positions`` (0: [CLS], no answer in the window);
@@ -425,9 +409,8 @@ class QuestionAnsweringDataModule(TextDataModule):
         path, v2 = self.generated_path, self.version_2_with_negative
 
         def generate(tmp: Path) -> None:
-            made = generate_brown_qa(self.split_seed, v2)
             version = f"tfm-brown-qa-{GENERATED_FORMAT}-{'v2' if v2 else 'v1'}"
-            data = {split: squad_json(made[split], version) for split in SPLITS}
+            data = {split: squad_json(made, version) for split, made in generate_brown_qa(self.split_seed, v2).items()}
             tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
         data = json.loads(build_cached(path, generate).read_text(encoding="utf-8"))
@@ -503,22 +486,13 @@ class QuestionAnsweringDataModule(TextDataModule):
                                        end_logits, self.version_2_with_negative, self.n_best_size,
                                        self.max_answer_length, self.null_score_diff_threshold)
 
-    def references(self, split: str = "validation") -> list[dict[str, Any]]:
-        """``[{"id", "answers": {"text": [...], "answer_start": [...]}}]`` (torchmetrics' SQuAD targets)."""
-        return [{"id": ex.id, "answers": {"text": [t for t, _ in ex.answers],
-                                           "answer_start": [s for _, s in ex.answers]}} for ex in self.examples(split)]
-
     def evaluate(self, predictions: Mapping[str, str], split: str = "validation",
                  only_predicted: bool = False) -> dict[str, float]:
         """Scores in percent (an unpredicted question scores 0; ``only_predicted``: only the predicted ones count):
         SQuAD 1.1 ``exact_match`` and ``f1``, 2.0 the official v2 keys (``exact``, ``f1``, ``HasAns_*`` ...)."""
-        refs = [r for r in self.references(split) if not only_predicted or r["id"] in predictions]
+        refs = [{"id": ex.id, "answers": {"text": [t for t, _ in ex.answers],
+                                           "answer_start": [s for _, s in ex.answers]}}
+                for ex in self.examples(split) if not only_predicted or ex.id in predictions]
         return (squad_v2_metrics if self.version_2_with_negative else squad_v1_metrics)(predictions, refs)
-
-    def metric(self) -> Any:
-        """A fresh torchmetrics metric for this version: ``SQuAD`` (v1.1) or :class:`~tfm.metrics.SQuADv2`."""
-        from torchmetrics.text import SQuAD
-
-        return SQuADv2() if self.version_2_with_negative else SQuAD()
 
     write_predictions = staticmethod(write_predictions)

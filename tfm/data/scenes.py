@@ -1,13 +1,10 @@
 """Detection and segmentation data: generated Fashion-MNIST scenes (:mod:`tfm.data.synthetic.scenes`), COCO detection
 JSON, image + mask-PNG folders (VOC-style palette or index PNGs) and Hugging Face datasets.
 
-Samples are dicts: ``image`` uint8 ``(C, H, W)``; ``mask`` (semantic ``(H, W)``: 0 background, ``k + 1`` class ``k``,
-``ignore_index`` not scored) and ``instances`` (``(H, W)``: ``j`` the ``j``-th object) where known; ``boxes`` float
-``(n, 4)`` xyxy pixels and ``labels`` ``(n,)`` classes ``0..K-1``. The transforms move image, masks and boxes together;
-with an instance map the boxes are recomputed from it (the tight boxes of the visible pixels), else clipped to the
-image and dropped when empty. Batches: ``images`` ``(B, C, H, W)`` normalised, ``masks`` ``(B, H, W)`` long,
-``boxes``/``labels`` lists, ``index`` (the position in the split), ``orig_size`` ``(B, 2)`` (height, width before
-resizing).
+Samples are dicts: ``image`` uint8 ``(C, H, W)``; where known ``mask`` (semantic ``(H, W)``: 0 background, ``k + 1``
+class ``k``, ``ignore_index`` not scored), ``instances`` (``j``: the ``j``-th object), ``boxes`` float ``(n, 4)`` xyxy
+pixels and ``labels`` ``(n,)`` classes ``0..K-1``. Batches: ``images`` ``(B, C, H, W)`` normalised, ``masks``
+``(B, H, W)`` long, ``boxes``/``labels`` lists, ``index`` (the position in the split), ``orig_size`` ``(B, 2)``.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
@@ -100,8 +98,6 @@ def read_coco(path: str | Path, image_roots: Sequence[Path] = ()) -> tuple[list[
 
 def read_mask(path: Path) -> Tensor:
     """A mask PNG of class ids, ``(H, W)`` uint8: a palette PNG (VOC: the palette index is the class) or a grey one."""
-    from PIL import Image
-
     with Image.open(path) as im:
         if im.mode not in ("P", "L", "I", "I;16", "1"):
             raise UserError(f"mask {path} is a {im.mode} image: masks must be palette (VOC-style) or grey index PNGs "
@@ -186,20 +182,16 @@ def hf_sample(mode: str, image_key: str, mask_key: str | None, objects_key: str 
 
 
 class DenseTransform:
-    """One sample -> the same sample transformed: the image, its masks and its boxes together.
-
-    ``train``: a random resized crop (``crop_scale``, when set) or a resize to ``size``, then a horizontal flip with
-    probability ``hflip``; evaluation: the resize only. Randomness comes from torch's global RNG, which
-    :class:`~tfm.data.loading.SeededTransform` seeds per batch.
-    """
+    """A sample's image, masks and boxes transformed together (``orig_size``: its height, width before): ``train``, a
+    random resized crop (``crop_scale``, when set) or a resize to ``size``, then a flip with probability ``hflip``;
+    evaluation, the resize. Boxes are the tight boxes of the visible instances where there is an instance map, else
+    clipped and dropped when empty. Randomness: torch's RNG, which :class:`~tfm.data.loading.SeededTransform` seeds."""
 
     def __init__(self, size: int, mean: Sequence[float], std: Sequence[float], train: bool, hflip: float = 0.5,
-                 crop_scale: tuple[float, float] | None = None, crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-                 ) -> None:
+                 crop_scale: tuple[float, float] | None = None) -> None:
         self.size, self.train = size, train
         if train and crop_scale:
-            ops: list[Any] = [v2.RandomResizedCrop((size, size), scale=tuple(crop_scale), ratio=tuple(crop_ratio),
-                                                   antialias=True)]
+            ops: list[Any] = [v2.RandomResizedCrop((size, size), scale=tuple(crop_scale), antialias=True)]
         else:
             ops = [v2.Resize((size, size), antialias=True)]
         if train and hflip:
@@ -217,14 +209,9 @@ class DenseTransform:
         if (h, w) != (self.size, self.size) or self.train:
             parts = self.geometric(parts)
         parts = {k: v.as_subclass(Tensor) for k, v in parts.items()}
-        out = {k: v for k, v in sample.items() if k not in parts}
-        out["orig_size"], out["image"] = torch.tensor([h, w]), self.normalize(parts["image"])
-        if "mask" in parts:
-            out["mask"] = parts["mask"]
-        if "instances" in parts:
-            out["instances"] = parts["instances"]
+        out = {**sample, **parts, "orig_size": torch.tensor([h, w]), "image": self.normalize(parts["image"])}
         if "boxes" in parts:
-            if "instances" in parts:  # the boxes of the visible pixels, as they are now
+            if "instances" in parts:
                 boxes, present = masks_to_boxes(parts["instances"], len(sample["labels"]))
             else:
                 boxes = parts["boxes"].clone()
@@ -317,14 +304,8 @@ class _DenseDataModule(ImageSource):
     def train_dataloader(self) -> DataLoader:
         return self.train_loader(self.train_set, self._collate(True), collate=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.val_set, self._collate(False), collate=True)
-
-    def test_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.test_set, self._collate(False), collate=True)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.eval_loader(self.predict_set, self._collate(False), collate=True)
+    def _eval_loader(self, ds: Dataset) -> DataLoader:
+        return self.eval_loader(ds, self._collate(False), collate=True)
 
 
 class SegmentationDataModule(_DenseDataModule):
@@ -368,12 +349,9 @@ class SegmentationDataModule(_DenseDataModule):
             names = [ln.strip() for ln in (path / "classes.txt").read_text().splitlines() if ln.strip()]
         if names is None and (path / "SegmentationClass").is_dir():
             names = list(VOC_CLASSES)
-        top, worst = -1, None
-        for mask in (r["mask"] for rows in self._splits.values() for r in rows):
-            ids = torch.unique(read_mask(mask))
-            ids = ids[ids != self.ignore_index]
-            if len(ids) and int(ids.max()) > top:
-                top, worst = int(ids.max()), mask
+        masks = [r["mask"] for rows in self._splits.values() for r in rows]
+        tops = [max(set(read_mask(m).unique().tolist()) - {self.ignore_index}, default=-1) for m in masks]
+        top, worst = max(tops), masks[tops.index(max(tops))]
         if names is not None and top >= len(names):
             raise UserError(f"mask {worst} has class id {top} but there are {len(names)} classes (ids "
                             f"0..{len(names) - 1}, {self.ignore_index} = ignore): fix the mask or list every class in "

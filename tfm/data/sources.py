@@ -1,15 +1,5 @@
-"""Hugging Face datasets as every DataModule reads them: one spec syntax, one set of split names,
-one column check and one set of error messages.
-
-* ``hf:<name>[:<config>][@<revision>]``: a dataset on the Hub (``hf:glue:sst2``,
-  ``hf:wikimedia/wikipedia:20231101.en``, ``hf:squad@<commit>``), through ``datasets.load_dataset``
-  and its cache (``HF_DATASETS_OFFLINE=1`` reads the cache alone);
-* a folder written by ``datasets.save_to_disk`` (a ``DatasetDict`` or a lone ``Dataset``), also
-  as ``hf:<folder>``.
-
-Split names are made canonical (``train``, ``validation``, ``test``; ``dev``, ``valid``,
-``validation_matched`` ... are aliases); a lone ``Dataset`` is the ``train`` split.
-"""
+"""Datasets as every DataModule reads them: ``hf:<name>[:<config>][@<revision>]`` or a ``save_to_disk`` folder with
+canonical split names (``dev`` -> ``validation``, ...), table files, column checks, caches and their errors."""
 
 from __future__ import annotations
 
@@ -22,19 +12,20 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
 
 SPLITS = ("train", "validation", "test")
-# the splits a Trainer stage reads
 STAGE_SPLITS = {"fit": ("train", "validation"), "validate": ("validation",), "test": ("test",), "predict": ("predict",)}
 SPLIT_ALIASES: dict[str, tuple[str, ...]] = {
     "train": ("train",),
     "validation": ("validation", "validation_matched", "val", "valid", "dev"),
     "test": ("test", "test_matched"),
 }
+TABLE_FILES = ("csv", "tsv", "json", "jsonl", "parquet", "arrow")
 
 
 @dataclass(frozen=True)
@@ -47,8 +38,7 @@ class HubSpec:
 
     @classmethod
     def parse(cls, spec: str, option: str = "--data.source", example: str = "hf:glue:sst2") -> HubSpec:
-        body = spec.removeprefix("hf:")
-        body, _, revision = body.partition("@")
+        body, _, revision = spec.removeprefix("hf:").partition("@")
         name, _, config = body.partition(":")
         if not name:
             raise UserError(f"{option} {spec!r} names no dataset: write hf:<name>[:<config>][@<revision>], e.g. "
@@ -59,10 +49,6 @@ class HubSpec:
         return f"hf:{self.name}{':' + self.config if self.config else ''}{'@' + self.revision if self.revision else ''}"
 
 
-def is_hub(spec: str) -> bool:
-    return spec.startswith("hf:")
-
-
 def is_saved_dataset(path: str | Path) -> bool:
     """A folder written by ``save_to_disk`` (a ``DatasetDict`` or a ``Dataset``)."""
     p = Path(path).expanduser()
@@ -71,69 +57,50 @@ def is_saved_dataset(path: str | Path) -> bool:
 
 def load_splits(source: str | Path | HubSpec, split: str | None = None, lone: str | None = "train",
                 streaming: bool = False) -> Any:
-    """A ``DatasetDict`` with canonical split names from a hub spec or a ``save_to_disk`` folder
-    (``split``: that split alone, as a ``Dataset``). A lone ``Dataset`` becomes the ``lone``
-    split (None: refused, for tasks that need given splits). ``streaming``: an
-    ``IterableDatasetDict`` read as iterated (nothing downloaded ahead). One line when it cannot
-    be loaded."""
+    """A ``DatasetDict`` with canonical split names (``split``: that ``Dataset`` alone); a lone ``Dataset`` is the
+    ``lone`` split (None: refused). ``streaming``: an ``IterableDatasetDict``, nothing downloaded ahead."""
     import datasets
 
-    if isinstance(source, str) and is_hub(source):
+    if isinstance(source, str) and source.startswith("hf:"):
         source = HubSpec.parse(source)
     label = str(source)
     try:
         if isinstance(source, HubSpec) and not is_saved_dataset(source.name):
-            revision = {"revision": source.revision} if source.revision else {}
-            ds = datasets.load_dataset(source.name, source.config, **revision,
-                                       **({"streaming": True} if streaming else {}))
+            extra = {k: v for k, v in (("revision", source.revision), ("streaming", streaming)) if v}
+            ds = datasets.load_dataset(source.name, source.config, **extra)
         else:  # a save_to_disk folder (also as hf:<folder>)
             ds = datasets.load_from_disk(str(Path(source.name if isinstance(source, HubSpec) else source).expanduser()))
-            if streaming:
-                ds = ds.to_iterable_dataset() if isinstance(ds, datasets.Dataset) else datasets.IterableDatasetDict(
-                    {k: v.to_iterable_dataset() for k, v in ds.items()})
     except Exception as e:  # noqa: BLE001  (network, unknown name or config, not a dataset folder, ...)
         first = str(e).splitlines()[0] if str(e) else ""
-        offline = ""
-        if _offline():
-            offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)"
+        flags = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+        offline = " (offline: HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set, and it is not in the cache)" if any(
+            os.environ.get(v, "").lower() in ("1", "true", "yes") for v in flags) else ""
         raise UserError(f"could not load the Hugging Face dataset {label!r}{offline}: {type(e).__name__}: "
                         f"{first}") from None
     if isinstance(ds, (datasets.Dataset, datasets.IterableDataset)):
         if lone is None:
             raise UserError(f"{label} is a single dataset: tfm needs train and validation splits (a DatasetDict)")
-        ds = (datasets.DatasetDict if isinstance(ds, datasets.Dataset) else datasets.IterableDatasetDict)({lone: ds})
-    ds = canonical_splits(ds)
-    if split is not None:
-        if split not in ds:
-            raise UserError(f"dataset {label!r} has no {split!r} split (it has {', '.join(ds)})")
-        return ds[split]
-    return ds
+        ds = {lone: ds}
+    found = {split: next((n for n in names if n in ds), None) for split, names in SPLIT_ALIASES.items()}
+    out = {canonical: ds[name] for canonical, name in found.items() if name is not None}
+    out.update({k: v for k, v in ds.items() if k not in found.values() and k not in out})
+    if streaming:
+        out = {k: v.to_iterable_dataset() if isinstance(v, datasets.Dataset) else v for k, v in out.items()}
+    ds = (datasets.IterableDatasetDict if streaming else datasets.DatasetDict)(out)
+    if split is None:
+        return ds
+    require_train(ds, label, split)
+    return ds[split]
 
 
-def canonical_splits(ds: Any) -> Any:
-    """The splits renamed: for each of train / validation / test, the first of its aliases there
-    (``dev`` -> ``validation``, ...); other splits keep their names."""
-    import datasets
-
-    out, used = {}, set()
-    for split, names in SPLIT_ALIASES.items():
-        found = next((n for n in names if n in ds), None)
-        if found is not None:
-            out[split] = ds[found]
-            used.add(found)
-    out.update({k: v for k, v in ds.items() if k not in used and k not in out})
-    return datasets.IterableDatasetDict(out) if isinstance(ds,
-                                                           datasets.IterableDatasetDict) else datasets.DatasetDict(out)
-
-
-def require_train(ds: Any, label: str) -> None:
-    if "train" not in ds:
-        raise UserError(f"dataset {label!r} has no 'train' split (it has {', '.join(ds)})")
+def require_train(ds: Any, label: str, split: str = "train") -> None:
+    if split not in ds:
+        raise UserError(f"dataset {label!r} has no {split!r} split (it has {', '.join(ds)})")
 
 
 def require_columns(columns: Iterable[str], needed: dict[str, str | None], label: str, where: str = "") -> None:
-    """Each needed column (``{column: the option that names it}``) is there; else one line naming
-    the columns there are and the option to set."""
+    """Each needed column (``{column: the option that names it}``) is there; else one line naming the columns there
+    are and the option to set."""
     have = list(columns)
     for column, option in needed.items():
         if column is not None and column not in have:
@@ -142,15 +109,9 @@ def require_columns(columns: Iterable[str], needed: dict[str, str | None], label
                             f"{hint}")
 
 
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
 def build_cached(path: Path, build: Callable[[Path], None], exists: Callable[[Path], bool] | None = None) -> Path:
-    """``path`` (a file or a folder), built by ``build(tmp)`` unless it is there already: once, by
-    the first of several processes (DDP ranks, concurrent runs; the others wait on a file lock),
-    written to a temporary name and renamed, so a cache is never half-written. tfm's one cache
-    mechanism (tokenizers, prepared datasets)."""
+    """``path`` (a file or a folder), built by ``build(tmp)`` unless there: once, by the first of several processes
+    (the others wait on a file lock), written to a temporary name and renamed, so a cache is never half-written."""
     from filelock import FileLock
 
     done = exists or (lambda p: p.exists())
@@ -180,30 +141,29 @@ def cpu_count() -> int:
 
 
 def preparation_processes(num_proc: int | None, rows: int) -> int | None:
-    """``num_proc`` of a ``Dataset.map``: ``--data.num_proc``, or (None) one per CPU up to 8 for a
-    source of 10,000 rows or more and one below that (forking costs more than it saves); None
-    for one (``datasets`` then runs the map in this process)."""
+    """``num_proc`` of a ``Dataset.map``: ``--data.num_proc``, or (None) one per CPU up to 8 from 10,000 rows, else
+    one; None for one (the map then runs in this process)."""
     processes = (min(8, cpu_count()) if rows >= 10_000 else 1) if num_proc is None else max(1, min(num_proc, rows))
     return processes if processes > 1 else None
 
 
 @contextmanager
 def quiet_fork(processes: int | None) -> Iterator[None]:
-    """Around a ``Dataset.map`` in ``processes`` forked workers: this process' objects frozen out of
-    the garbage collector's reach (a collection in a worker would touch, and so copy, every page of
-    the parent's heap), and no "the current process just got forked" warning of ``tokenizers``."""
+    """Around a ``Dataset.map`` in forked ``processes``: the heap frozen out of the garbage collector's reach (a
+    collection in a worker would copy every page), no fork warning of ``tokenizers``."""
     import gc
 
+    if not processes:
+        yield
+        return
     old = os.environ.get("TOKENIZERS_PARALLELISM")
-    if processes:
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        gc.collect()
-        gc.freeze()
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    gc.collect()
+    gc.freeze()
     try:
         yield
     finally:
-        if processes:
-            gc.unfreeze()
+        gc.unfreeze()
         if old is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
@@ -211,8 +171,7 @@ def quiet_fork(processes: int | None) -> Iterator[None]:
 
 
 def load_shards(folder: Path, name: str) -> Any:
-    """The ``datasets.Dataset`` a ``map(cache_file_name=folder / f"{name}.arrow")`` wrote: one file,
-    or one per process (``name_0000k_of_0000n.arrow``), memory-mapped and concatenated in order."""
+    """The ``Dataset`` a ``map(cache_file_name=folder / f"{name}.arrow")`` wrote, in one file or one per process."""
     import datasets
 
     files = sorted(folder.glob(f"{name}*.arrow"))
@@ -226,34 +185,23 @@ def check_num_proc(num_proc: int | None) -> None:
 
 
 def write_records(records: Iterable[dict[str, Any]], path: Path, features: Any, batch_rows: int = 10_000) -> None:
-    """Rows (dicts of ``features``' columns) written to an Arrow file that ``datasets.Dataset.from_file``
-    memory-maps, ``batch_rows`` at a time: a source of any size is read with flat memory."""
+    """Rows (dicts of ``features``' columns) written to an Arrow file ``batch_rows`` at a time (flat memory)."""
     import pyarrow as pa
 
-    schema = features.arrow_schema
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        batch: list[dict[str, Any]] = []
-        for record in records:
-            batch.append(record)
-            if len(batch) == batch_rows:
-                writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-                batch = []
-        if batch:
-            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
-
-
-TABLE_SUFFIXES = (".parquet", ".arrow")
-TABLE_FILES = ("csv", "tsv", "json", "jsonl", "parquet", "arrow")
+    rows = iter(records)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, features.arrow_schema) as writer:
+        while batch := list(islice(rows, batch_rows)):
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=features.arrow_schema))
 
 
 def is_table_file(path: str | Path) -> bool:
     """A Parquet file or an Arrow file as ``datasets`` writes them."""
-    return Path(path).suffix.lower() in TABLE_SUFFIXES
+    return Path(path).suffix.lower() in (".parquet", ".arrow")
 
 
 def load_table_file(path: Path, needed: dict[str, str | None], cache_dir: Path | None = None) -> Any:
-    """A ``.parquet`` file (converted once to Arrow in ``cache_dir``) or an ``.arrow`` file
-    (memory-mapped) as a ``datasets.Dataset``, with the ``needed`` columns (see :func:`require_columns`)."""
+    """A ``.parquet`` (converted once to Arrow in ``cache_dir``) or ``.arrow`` file as a ``Dataset`` with the
+    ``needed`` columns (see :func:`require_columns`)."""
     import datasets
 
     try:
@@ -303,11 +251,9 @@ def json_lines(path: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:
 
 def read_records(path: Path, columns: dict[str, str | None], cache_dir: Path | None = None,
                  kind: str | None = None) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    """``(unit, number, record)`` of a table file (of :data:`TABLE_FILES` by its suffix, else ``kind``; ``.gz``
-    decompressed), one at a time: a TSV (a header row, no quoting) or CSV (values as strings), JSON lines, a JSON
-    list of objects (or an object of columns), a Parquet or Arrow file (see :func:`load_table_file`); a
-    ``translation`` object's keys are columns too (Hugging Face's format). Checked: the ``columns`` first (see
-    :func:`require_columns`), then each line as it is read (a mistake: one line naming it)."""
+    """``(unit, number, record)`` of a table file (of :data:`TABLE_FILES` by its suffix, else ``kind``): TSV (a header,
+    no quoting), CSV (strings), JSON lines, a JSON list of objects or object of columns, Parquet or Arrow; a
+    ``translation`` object's keys are columns too. ``columns`` checked first, then each line as it is read."""
     kind = file_kind(path) if file_kind(path) in TABLE_FILES else kind
     if kind in ("parquet", "arrow"):
         yield from (("row", n, row) for n, row in enumerate(dataset_rows(load_table_file(path, columns, cache_dir)), 1))
@@ -352,6 +298,9 @@ def _json_records(path: Path, kind: str | None) -> Iterator[tuple[str, int, dict
         data = json.loads("".join(line for _, line in text_lines(path, ends=True))) if kind == "json" else None
     except json.JSONDecodeError:
         data = None  # JSON lines in a .json file
+    if data is None:
+        yield from json_lines(path)
+        return
     if isinstance(data, dict):
         values = list(data.values())
         if len(values) == 1 and isinstance(values[0], list) and all(isinstance(r, dict) for r in values[0]):
@@ -360,13 +309,10 @@ def _json_records(path: Path, kind: str | None) -> Iterator[tuple[str, int, dict
             data = [dict(zip(data, row)) for row in zip(*values)]
         else:
             data = [data]
-    if data is None:
-        yield from json_lines(path)
-    elif not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise UserError(f"{path} holds no list of objects: write one object per line (JSON lines) or a list of "
                         "objects")
-    else:
-        yield from (("row", n, r) for n, r in enumerate(data, 1))
+    yield from (("row", n, r) for n, r in enumerate(data, 1))
 
 
 def text_digest(texts: Iterable[str]) -> str:

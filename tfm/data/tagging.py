@@ -11,7 +11,8 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from .loading import PadCollator, mix_seed
-from .sources import SPLITS, STAGE_SPLITS, HubSpec, load_splits, require_columns
+from .sources import SPLITS, STAGE_SPLITS, HubSpec, load_splits, require_columns, text_digest
 from .synthetic.brown_ner import Tagged, base_tag, brown_ner_corpus, sample_ner_split
 from .text import BROWN, read_brown
 from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
@@ -108,15 +109,12 @@ def _read_sentences(path: str | Path, split: str, token: Callable[[int, str], tu
         raise UserError(f"--data.{split}_file {path} does not exist: pass an existing file")
     sentences: list[Tagged] = []
     lines: list[list[int]] = []
-    current: list[tuple[int, str, str]] = []
-    for number, line in enumerate([*p.read_text(encoding="utf-8", errors="replace").splitlines(), ""], 1):
-        if not (fields := line.split()) or fields[0] == ends:
-            if current:
-                sentences.append(([w for _, w, _ in current], [t for _, _, t in current]))
-                lines.append([n for n, _, _ in current])
-            current = []
-        elif (item := token(number, line)) is not None:
-            current.append((number, *item))
+    text = enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+    for inside, group in groupby(text, lambda item: (fields := item[1].split()) != [] and fields[0] != ends):
+        if inside and (items := [(n, *t) for n, line in group if (t := token(n, line)) is not None]):
+            numbers, words, tags = map(list, zip(*items))
+            sentences.append((words, tags))
+            lines.append(numbers)
     if not sentences:
         raise UserError(f"{path} holds no sentences: expected {what} lines with a blank line between sentences")
     return TaggedSplit(sentences, split, str(path), lines)
@@ -208,8 +206,7 @@ def label_set(tags: Iterable[str]) -> list[str]:
 
 
 def continuation_ids(label_names: Sequence[str]) -> list[int]:
-    """Each label's label on a word's later sub-tokens (``label_all_subtokens``): a ``B-`` label's ``I-`` form when
-    there is one, else the label itself."""
+    """Each label's id on a word's later sub-tokens (``label_all_subtokens``): a ``B-`` label's ``I-`` form, if any."""
     index = {n: i for i, n in enumerate(label_names)}
     return [index.get("I-" + n[2:], i) if n.startswith("B-") else i for i, n in enumerate(label_names)]
 
@@ -233,7 +230,6 @@ class TaggedExamples(Dataset):
 
 @dataclass
 class EncodingStats:
-    sentences: int = 0
     truncated_sentences: int = 0
     truncated_words: int = 0  # words whose first sub-token is cut off
     empty_words: int = 0  # words with no sub-token of their own, encoded as [UNK]
@@ -246,7 +242,7 @@ def encode_tagged(tok: Tokenizer, sentences: Sequence[Sequence[str]], label_ids:
     ``continuation[label]``), ``[CLS] ... [SEP]``, truncated to ``max_seq_length``. A word without a sub-token
     (only characters the normaliser drops) becomes ``[UNK]``: every word keeps a scored position."""
     special = special_ids(tok)
-    budget, stats = max_seq_length - 2, EncodingStats(sentences=len(sentences))
+    budget, stats = max_seq_length - 2, EncodingStats()
     later = None if continuation is None else np.asarray(continuation, dtype=np.int64)
     ids, labels = [], []
     encodings = tok.encode_batch([list(s) for s in sentences], is_pretokenized=True, add_special_tokens=False)
@@ -309,51 +305,49 @@ class TokenClassificationDataModule(TextDataModule):
     ) -> None:
         super().__init__(batch_size, eval_batch_size, num_workers, seed)
         files, hub = {"train": train_file, "validation": validation_file, "test": test_file}, source.startswith("hf:")
-        if source in FILE_SOURCES:
-            if missing := [s for s in ("train", "validation") if files[s] is None]:
-                raise UserError(f"--data.source {source} needs --data.{missing[0]}_file")
-            for split, f in files.items():
-                if f is not None and not Path(f).expanduser().is_file():
-                    raise UserError(f"--data.{split}_file {f} does not exist: pass an existing {source} file")
-        elif source not in BUILTIN_LABELS and not hub:
-            raise UserError(f"--data.source {source!r} is unknown: "
-                            "choose brown_pos, ner_brown, conll, conllu or hf:<name>[:<config>]")
-        elif given := [f"--data.{s}_file" for s, f in files.items() if f is not None]:
-            raise UserError(f"{', '.join(given)} is read only with --data.source conll or conllu, not {source}")
-        elif hub:
+        on_files, given = source in FILE_SOURCES, [f"--data.{s}_file" for s, f in files.items() if f is not None]
+        needed = [f"--data.{s}_file" for s in ("train", "validation") if files[s] is None]
+        for mistake, message in (
+            (on_files and needed, f"--data.source {source} needs {''.join(needed[:1])}"),
+            *((on_files and f is not None and not Path(f).expanduser().is_file(),
+               f"--data.{s}_file {f} does not exist: pass an existing {source} file") for s, f in files.items()),
+            (not on_files and source not in BUILTIN_LABELS and not hub, (f"--data.source {source!r} is unknown: "
+             "choose brown_pos, ner_brown, conll, conllu or hf:<name>[:<config>]")),
+            (not on_files and given,
+             f"{', '.join(given)} is read only with --data.source conll or conllu, not {source}"),
+            (source in BUILTIN_LABELS and not BROWN.is_file(),
+             f"the bundled Brown corpus {BROWN} is missing: restore data/brown/ or pass another --data.source"),
+            (source == "conll" and tag_column is not None and not isinstance(tag_column, int),
+             f"--data.tag_column {tag_column!r} must be a column index for CoNLL files (-1: the last)"),
+            (hub and tag_column is not None and not isinstance(tag_column, str),
+             f"--data.tag_column {tag_column!r} must be a column name for a Hugging Face dataset (e.g. ner_tags)"),
+            *((not 0.0 <= p < 1.0, f"--data.{name} {p} is not in [0, 1)")
+              for name, p in (("val_fraction", val_fraction), ("test_fraction", test_fraction))),
+            (val_fraction + test_fraction >= 1.0, (f"--data.val_fraction + --data.test_fraction = "
+             f"{val_fraction + test_fraction} leaves no training documents")),
+            (max_seq_length < 3,
+             f"--data.max_seq_length {max_seq_length} is too short: [CLS] word [SEP] needs at least 3"),
+            (max_sentences is not None and max_sentences < 1,
+             f"--data.max_sentences {max_sentences} must be at least 1"),
+            (tokenizer is not None and not Path(tokenizer).expanduser().exists(), (f"--data.tokenizer {tokenizer} "
+             "does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")),
+        ):
+            if mistake:
+                raise UserError(message)
+        if hub:
             HubSpec.parse(source, example="hf:conll2003")
-        elif not BROWN.is_file():
-            raise UserError(f"the bundled Brown corpus {BROWN} is missing: "
-                            "restore data/brown/ or pass another --data.source")
-        if source == "conll" and tag_column is not None and not isinstance(tag_column, int):
-            raise UserError(f"--data.tag_column {tag_column!r} must be a column index for CoNLL files (-1: the last)")
-        if hub and tag_column is not None and not isinstance(tag_column, str):
-            raise UserError(f"--data.tag_column {tag_column!r} must be a column name for a Hugging Face dataset "
-                            "(e.g. ner_tags)")
-        for name, p in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= p < 1.0:
-                raise UserError(f"--data.{name} {p} is not in [0, 1)")
-        if val_fraction + test_fraction >= 1.0:
-            raise UserError(f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} "
-                            "leaves no training documents")
-        if max_seq_length < 3:
-            raise UserError(f"--data.max_seq_length {max_seq_length} is too short: [CLS] word [SEP] needs at least 3")
-        if max_sentences is not None and max_sentences < 1:
-            raise UserError(f"--data.max_sentences {max_sentences} must be at least 1")
-        if tokenizer is not None and not Path(tokenizer).expanduser().exists():
-            raise UserError(f"--data.tokenizer {tokenizer} does not exist: "
-                            "pass a tokenizer.json, a vocab.txt or a folder holding one")
         self.source, self.files, self.tag_column, self.word_column = source, files, tag_column, word_column
         self.tokenizer_path, self.vocab_size, self.lowercase = tokenizer, vocab_size, lowercase
         self.max_seq_length, self.label_all_subtokens = max_seq_length, label_all_subtokens
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.max_sentences, self.pad_to_multiple_of = max_sentences, pad_to_multiple_of
         self.cache_dir = cache_root(cache_dir)
-        self._splits: dict[str, TaggedSplit] | None = None
         self._label_names: list[str] | None = list(BUILTIN_LABELS[source]) if source in BUILTIN_LABELS else None
         self._encoded: dict[str, TaggedExamples] = {}
 
-    def _read(self) -> dict[str, TaggedSplit]:
+    @cached_property
+    def splits(self) -> dict[str, TaggedSplit]:
+        """The sentences of each split (read on first use)."""
         splits: dict[str, TaggedSplit] = {}
         if self.source in BUILTIN_LABELS:
             ner = self.source == "ner_brown"
@@ -369,8 +363,7 @@ class TokenClassificationDataModule(TextDataModule):
         else:
             reader, default = (read_conll, -1) if self.source == "conll" else (read_conllu, "upos")
             column = default if self.tag_column is None else self.tag_column
-            files = {split: f for split, f in self.files.items() if f is not None}
-            splits = {split: reader(f, column, split) for split, f in files.items()}  # type: ignore[operator]
+            splits = {s: reader(f, column, s) for s, f in self.files.items() if f is not None}  # type: ignore[operator]
         for s in splits.values():
             s.sentences, s.lines = s.sentences[: self.max_sentences], s.lines and s.lines[: self.max_sentences]
         if not splits["train"].sentences:
@@ -388,13 +381,6 @@ class TokenClassificationDataModule(TextDataModule):
         return splits
 
     @property
-    def splits(self) -> dict[str, TaggedSplit]:
-        """The sentences of each split (read on first use)."""
-        if self._splits is None:
-            self._splits = self._read()
-        return self._splits
-
-    @property
     def label_names(self) -> list[str]:
         """The tag of each label id (the model's ``label_names``; read by the CLI right after instantiation)."""
         if self._label_names is None:
@@ -410,24 +396,11 @@ class TokenClassificationDataModule(TextDataModule):
         """``bio`` when the labels are ``O``/``B-``/``I-`` tags (entity-level metrics), else ``plain``."""
         return detect_scheme(self.label_names)
 
-    def _corpus_key(self) -> str:
-        if self.source in FILE_SOURCES:
-            f = Path(self.files["train"]).expanduser().resolve()  # type: ignore[arg-type]
-            where = f"{f}|{(st := f.stat()).st_size}|{st.st_mtime_ns}"
-        elif self.source.startswith("hf:"):
-            where = self.source
-            if (p := Path(self.source[3:]).expanduser()).is_dir():
-                where = f"hf:{p.resolve()}|{max(x.stat().st_mtime_ns for x in p.rglob('*'))}"
-        else:
-            split = f"{self.val_fraction},{self.test_fraction},{self.split_seed}"
-            where = f"{self.source}|{BROWN}|{BROWN.stat().st_size}|split={split}"
-        return f"tagging:{where}|col={self.tag_column}|max_sentences={self.max_sentences}"
-
     def train_tokenizer(self) -> Tokenizer:
-        """A WordPiece vocabulary trained (once, then cached) on the training texts."""
-        return wordpiece_tokenizer(lambda: (" ".join(words) for words, _ in self.splits["train"].sentences),
-                                   self._corpus_key(), vocab_size=self.vocab_size, lowercase=self.lowercase,
-                                   cache_dir=self.cache_dir / "tokenizers")
+        """A WordPiece vocabulary trained (once, then cached under a digest of them) on the training sentences."""
+        texts = [" ".join(words) for words, _ in self.splits["train"].sentences]
+        return wordpiece_tokenizer(lambda: texts, f"tagging:{text_digest(texts)}", vocab_size=self.vocab_size,
+                                   lowercase=self.lowercase, cache_dir=self.cache_dir / "tokenizers")
 
     def encoded(self, split: str) -> TaggedExamples:
         """The split's sentences tokenised and labelled (built on first use)."""
@@ -441,7 +414,7 @@ class TokenClassificationDataModule(TextDataModule):
             self._encoded[split], stats = encode_tagged(self.tokenizer, [w for w, _ in sentences], labels,
                                                         self.max_seq_length, continuation)
             if stats.truncated_words:
-                rank_zero_warn(f"{stats.truncated_words} words in {stats.truncated_sentences} of the {stats.sentences} "
+                rank_zero_warn(f"{stats.truncated_words} words in {stats.truncated_sentences} of the {len(sentences)} "
                                f"{split} sentences fall beyond --data.max_seq_length {self.max_seq_length} "
                                "and are not scored")
         return self._encoded[split]

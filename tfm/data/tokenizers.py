@@ -1,9 +1,6 @@
-"""Tokenizers (HF ``tokenizers``): trained on a corpus with a cache, loaded, saved with a run.
-
-WordPiece (BERT tasks): BERT normalisation, ``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4 when trained), ``[CLS] A
-[SEP] B [SEP]`` with token types from ``encode(a, b)``. BPE (translation): NFKC, a Metaspace (``▁``) pre-tokenizer and
-decoder and byte fallback, so decoding gives the text back; ``[PAD] [UNK] [START] [END]`` (ids 0-3), no post-processor.
-"""
+"""Tokenizers (HF ``tokenizers``) trained on a corpus with a cache, loaded, saved with a run. WordPiece (BERT tasks):
+``[PAD] [UNK] [CLS] [SEP] [MASK]`` (ids 0-4 when trained), ``[CLS] A [SEP] B [SEP]``. BPE (translation): NFKC, a
+Metaspace (``▁``) pre-tokenizer and byte fallback (decoding gives the text back), ``[PAD] [UNK] [START] [END]``."""
 
 from __future__ import annotations
 
@@ -60,22 +57,21 @@ def bert_tokenizer(vocab: dict[str, int] | None = None, lowercase: bool = True) 
     return tok
 
 
-def _trained(tok: Tokenizer, trainer: Any, texts: Callable[[], Iterable[str]], corpus_key: str,
-             specials: Sequence[str]) -> Tokenizer:
-    """``tok`` trained on ``texts()`` fed 1,000 at a time; a corpus without text is a :class:`UserError`."""
-    it = iter(texts())
-    tok.train_from_iterator(iter(lambda: list(islice(it, 1000)), []), trainer)
-    if tok.get_vocab_size() <= len(specials):
-        raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
-    return tok
+def _cached(name: str, corpus_key: str, cache_dir: str | Path | None, tok: Tokenizer, trainer: Any,
+            texts: Callable[[], Iterable[str]], write: Callable[[Tokenizer, Path], None], **settings: Any) -> Path:
+    """The cache file of a tokenizer of ``corpus_key`` and ``settings``; on a miss ``tok`` is trained on ``texts()``
+    (fed 1,000 at a time) and written by ``write(tok, tmp)``."""
 
+    def build(tmp: Path) -> None:
+        it = iter(texts())
+        tok.train_from_iterator(iter(lambda: list(islice(it, 1000)), []), trainer)
+        if tok.get_vocab_size() <= len(trainer.special_tokens):
+            raise UserError(f"the corpus {corpus_key!r} has no text to train a tokenizer on")
+        write(tok, tmp)
 
-def _cached(name: str, corpus_key: str, cache_dir: str | Path | None, train: Callable[[Path], None],
-            **settings: Any) -> Path:
-    """The cache file of a tokenizer of ``corpus_key`` and ``settings``, built once by ``train`` on a miss."""
     blob = json.dumps({"corpus": corpus_key, "format": _CACHE_FORMAT, **settings}, sort_keys=True)
     folder = Path(cache_dir) if cache_dir is not None else cache_root() / "tokenizers"
-    return build_cached(folder / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json", train)
+    return build_cached(folder / f"{name}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}.json", build)
 
 
 def wordpiece_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_size: int = 8192,
@@ -86,20 +82,34 @@ def wordpiece_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, voc
     if vocab_size <= len(SPECIAL_TOKENS):
         raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} special "
                         "tokens")
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
+                                        continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=False)
 
-    def train(tmp: Path) -> None:
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                            special_tokens=list(SPECIAL_TOKENS), limit_alphabet=limit_alphabet,
-                                            continuing_subword_prefix=CONTINUATION_PREFIX, show_progress=False)
-        vocab = _trained(bert_tokenizer(None, lowercase), trainer, texts, corpus_key, SPECIAL_TOKENS).get_vocab()
+    def write(tok: Tokenizer, tmp: Path) -> None:
+        vocab = tok.get_vocab()
         rest = sorted((t for t in vocab if t not in SPECIAL_TOKENS),
                       key=lambda t: (len(t.removeprefix(CONTINUATION_PREFIX)) > 1, t))
         bert_tokenizer({t: i for i, t in enumerate([*SPECIAL_TOKENS, *rest])}, lowercase).save(str(tmp))
 
     name = f"wordpiece-{vocab_size}-{'uncased' if lowercase else 'cased'}"
-    return Tokenizer.from_file(str(_cached(name, corpus_key, cache_dir, train, vocab_size=vocab_size,
-                                           lowercase=lowercase, min_frequency=min_frequency,
-                                           limit_alphabet=limit_alphabet)))
+    path = _cached(name, corpus_key, cache_dir, bert_tokenizer(None, lowercase), trainer, texts, write,
+                   vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency,
+                   limit_alphabet=limit_alphabet)
+    return Tokenizer.from_file(str(path))
+
+
+def _tokenizer_file(path: str | Path, names: Sequence[str], lacks: str, wanted: str) -> Path:
+    """``path``, or the first of ``names`` in the folder ``path``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        found = next((path / f for f in names if (path / f).is_file()), None)
+        if found is None:
+            raise UserError(f"tokenizer folder {path} {lacks}")
+        path = found
+    if not path.is_file():
+        raise UserError(f"tokenizer {path} does not exist: pass {wanted}")
+    return path
 
 
 def _from_file(path: Path) -> Tokenizer:
@@ -110,18 +120,11 @@ def _from_file(path: Path) -> Tokenizer:
         raise UserError(f"{path} is not a Hugging Face tokenizer.json: {first}") from None
 
 
-def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer:
-    """A tokenizer from a ``tokenizer.json``, a BERT ``vocab.txt`` (one token a line), or a folder holding either
-    (``tokenizer.json`` wins). A ``vocab.txt``'s ``lowercase`` defaults to ``do_lower_case`` of a
-    ``tokenizer_config.json`` beside it, else to whether the vocabulary has no upper-case token."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        found = next((path / f for f in ("tokenizer.json", "vocab.txt") if (path / f).is_file()), None)
-        if found is None:
-            raise UserError(f"tokenizer folder {path} has neither tokenizer.json nor vocab.txt")
-        path = found
-    if not path.is_file():
-        raise UserError(f"tokenizer {path} does not exist: pass a tokenizer.json, a vocab.txt or a folder holding one")
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """A tokenizer from a ``tokenizer.json``, a BERT ``vocab.txt`` or a folder holding either; a ``vocab.txt`` is
+    lowercased as ``do_lower_case`` of a ``tokenizer_config.json`` beside it says, else if it has no upper case."""
+    path = _tokenizer_file(path, ("tokenizer.json", "vocab.txt"), "has neither tokenizer.json nor vocab.txt",
+                           "a tokenizer.json, a vocab.txt or a folder holding one")
     if path.suffix == ".json":
         tok = _from_file(path)
         special_ids(tok)
@@ -129,18 +132,15 @@ def load_tokenizer(path: str | Path, lowercase: bool | None = None) -> Tokenizer
     with open(path, encoding="utf-8") as f:
         tokens = [line.rstrip("\n") for line in f]
     vocab = {t: i for i, t in enumerate(tokens[:-1] if tokens and tokens[-1] == "" else tokens)}
-    if lowercase is None:
-        config = path.parent / "tokenizer_config.json"
-        if config.is_file() and "do_lower_case" in (cfg := json.loads(config.read_text())):
-            lowercase = bool(cfg["do_lower_case"])
-        else:
-            lowercase = not any(c.isupper() for t in vocab if not (t.startswith("[") and t.endswith("]")) for c in t)
-    return bert_tokenizer(vocab, lowercase)
+    config = path.parent / "tokenizer_config.json"
+    if config.is_file() and "do_lower_case" in (cfg := json.loads(config.read_text())):
+        return bert_tokenizer(vocab, bool(cfg["do_lower_case"]))
+    plain = "".join(t for t in vocab if not (t.startswith("[") and t.endswith("]")))  # no special token
+    return bert_tokenizer(vocab, not any(c.isupper() for c in plain))
 
 
 def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
-    """Write ``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (read by Hugging Face's
-    ``BertTokenizer``) into ``folder``; returns the ``tokenizer.json`` path."""
+    """``tokenizer.json``, ``vocab.txt`` and ``tokenizer_config.json`` (for ``BertTokenizer``) written to ``folder``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
@@ -165,14 +165,12 @@ class TextDataModule(ResumableDataModule):
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
-            tok = load_tokenizer(self.tokenizer_path) if self.tokenizer_path is not None else self.train_tokenizer()
-            special_ids(tok)  # fails clearly when a special token is missing
-            self._tokenizer = tok
+            path = self.tokenizer_path
+            self._tokenizer = load_tokenizer(path) if path is not None else self.train_tokenizer()
         return self._tokenizer
 
     @property
     def tokenizer_vocab_size(self) -> int:
-        """The model's ``vocab_size``."""
         return self.tokenizer.get_vocab_size()
 
     @property
@@ -194,20 +192,14 @@ _BPE_FORMAT = 1  # bump when a trained BPE tokenizer would come out differently 
 
 def build_bpe_tokenizer(vocab: dict[str, int] | None = None, merges: Sequence[tuple[str, str]] | None = None,
                         byte_fallback: bool = True) -> Tokenizer:
-    """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: empty, to be trained): ``decode(encode(s).ids) ==
-    s`` for NFKC text without a leading space or a ``▁``; with ``byte_fallback`` an unknown character becomes its
-    UTF-8 bytes, not ``[UNK]``. Special tokens written in the text are encoded as text (``encode_special_tokens``)."""
-    if vocab is None:
-        model = models.BPE(unk_token="[UNK]", byte_fallback=byte_fallback)
-    else:
-        model = models.BPE(vocab, list(merges or []), unk_token="[UNK]", byte_fallback=byte_fallback)
-    tok = Tokenizer(model)
+    """tfm's BPE pipeline over ``vocab`` and ``merges`` (``None``: to be trained): ``decode(encode(s).ids) == s`` for
+    NFKC text without a leading space or ``▁``; special tokens written in the text are encoded as text."""
+    tok = Tokenizer(models.BPE(vocab, None if vocab is None else list(merges or []), unk_token="[UNK]",
+                               byte_fallback=byte_fallback))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)
     steps = [decoders.Metaspace(replacement=METASPACE, prepend_scheme="always", split=True)]
-    if byte_fallback:
-        steps += [decoders.ByteFallback(), decoders.Fuse()]
-    tok.decoder = decoders.Sequence(steps)
+    tok.decoder = decoders.Sequence(steps + [decoders.ByteFallback(), decoders.Fuse()] if byte_fallback else steps)
     if vocab is not None:
         tok.add_special_tokens([t for t in BPE_SPECIAL_TOKENS if t in vocab])  # kept whole, skipped by decode
     tok.encode_special_tokens = True  # not saved: load_bpe_tokenizer sets it again
@@ -229,33 +221,27 @@ def bpe_tokenizer(texts: Callable[[], Iterable[str]], corpus_key: str, vocab_siz
     if vocab_size <= len(head):
         raise UserError(f"vocab_size {vocab_size} is too small: it must exceed the {len(head)} reserved tokens "
                         f"(special{' and byte-fallback' if byte_fallback else ''} tokens)")
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(head) + len(BPE_SPECIAL_TOKENS),
+                                  min_frequency=min_frequency, special_tokens=list(BPE_SPECIAL_TOKENS),
+                                  limit_alphabet=limit_alphabet, show_progress=False)
 
-    def train(tmp: Path) -> None:
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(head) + len(BPE_SPECIAL_TOKENS),
-                                      min_frequency=min_frequency, special_tokens=list(BPE_SPECIAL_TOKENS),
-                                      limit_alphabet=limit_alphabet, show_progress=False)
-        tok = _trained(build_bpe_tokenizer(None, None, byte_fallback), trainer, texts, corpus_key, BPE_SPECIAL_TOKENS)
+    def write(tok: Tokenizer, tmp: Path) -> None:
         model = json.loads(tok.to_str())["model"]
         merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
         rest = sorted((t for t in model["vocab"] if t not in set(head)), key=lambda t: (len(t) > 1, t))
         build_bpe_tokenizer({t: i for i, t in enumerate([*head, *rest])}, merges,
                             byte_fallback).save(str(tmp))  # type: ignore[arg-type]
 
-    return load_bpe_tokenizer(_cached(f"bpe-{vocab_size}", corpus_key, cache_dir, train, kind="bpe",
-                                      bpe_format=_BPE_FORMAT, vocab_size=vocab_size, min_frequency=min_frequency,
-                                      byte_fallback=byte_fallback, limit_alphabet=limit_alphabet))
+    path = _cached(f"bpe-{vocab_size}", corpus_key, cache_dir, build_bpe_tokenizer(None, None, byte_fallback), trainer,
+                   texts, write, kind="bpe", bpe_format=_BPE_FORMAT, vocab_size=vocab_size,
+                   min_frequency=min_frequency, byte_fallback=byte_fallback, limit_alphabet=limit_alphabet)
+    return load_bpe_tokenizer(path)
 
 
 def load_bpe_tokenizer(path: str | Path) -> Tokenizer:
     """A BPE tokenizer with tfm's special tokens from a ``tokenizer.json`` (or a folder holding one)."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        if not (path / "tokenizer.json").is_file():
-            raise UserError(f"tokenizer folder {path} has no tokenizer.json: pass a run folder or a tokenizer.json "
-                            "file")
-        path = path / "tokenizer.json"
-    if not path.is_file():
-        raise UserError(f"tokenizer {path} does not exist: pass a tokenizer.json or a run folder holding one")
+    path = _tokenizer_file(path, ("tokenizer.json",), "has no tokenizer.json: pass a run folder or a tokenizer.json "
+                           "file", "a tokenizer.json or a run folder holding one")
     tok = _from_file(path)
     bpe_special_ids(tok, f"tokenizer {path}")
     tok.encode_special_tokens = True
@@ -279,8 +265,7 @@ def load_bpe_tokenizers(path: str | Path) -> tuple[Tokenizer, Tokenizer | None]:
 
 
 def save_bpe_tokenizers(folder: str | Path, tok: Tokenizer, target: Tokenizer | None = None) -> Path:
-    """Write ``tokenizer.json`` (source, or joint) and a separate vocabulary's ``target_tokenizer.json`` into
-    ``folder``; returns the ``tokenizer.json`` path."""
+    """``tokenizer.json`` (source, or joint) and a separate target vocabulary's ``target_tokenizer.json`` written."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tok.save(str(folder / "tokenizer.json"))

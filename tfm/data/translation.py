@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from itertools import chain
+from itertools import chain, takewhile
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,6 @@ from .tokenizers import (
 )
 
 BIBLE = Path(__file__).resolve().parents[2] / "data" / "bible_en_es" / "bible_en_es.tsv.gz"
-BIBLE_LANGS = ("en", "es")
 FILE_SOURCES = ("tsv", "jsonl")
 SIDES = ("source_column", "target_column")  # the options naming the two texts' columns
 
@@ -160,20 +159,18 @@ class Pairs:
     picks: np.ndarray | None = None
 
     @classmethod
-    def of(cls, src: list[str], tgt: list[str] | None, where: str, rows: list[int] | None = None) -> Pairs:
-        """Pairs held in memory (the Bible, the validation split of a stream)."""
+    def of(cls, pairs: list[tuple[int, str, str]], where: str) -> Pairs:
+        """``(row, source, target)`` held in memory (the Bible, the validation split of a stream)."""
         import datasets
 
-        columns = {"src_text": src, **({"tgt_text": tgt} if tgt is not None else {}),
-                   "row": rows or list(range(1, len(src) + 1))}
-        ds = datasets.Dataset.from_dict(columns, features=pair_features(tgt is not None))
-        return cls(ds, where, text_digest(chain(src, tgt or ())))
+        rows, src, tgt = ([p[i] for p in pairs] for i in range(3))
+        ds = datasets.Dataset.from_dict({"src_text": src, "tgt_text": tgt, "row": rows}, features=pair_features())
+        return cls(ds, where, text_digest(chain(src, tgt)))
 
     @classmethod
     def written(cls, records: Callable[[], Iterable[dict[str, Any]]], where: str, path: Path, with_target: bool = True,
                 empty: str | None = None) -> Pairs:
-        """Pairs of ``records()``, written once to the Arrow file ``path`` (its name is their key), memory-mapped;
-        ``empty``: the error when there are none."""
+        """Pairs of ``records()``, written once to the Arrow file ``path`` (its name is their key), memory-mapped."""
         import datasets
 
         build_cached(path, lambda tmp: write_records(records(), tmp, pair_features(with_target)))
@@ -182,9 +179,9 @@ class Pairs:
         return cls(ds, where, path.stem)
 
     has_target = property(lambda self: "tgt_text" in self.ds.column_names)
-    src = property(lambda self: list(self.texts("src_text")))
-    tgt = property(lambda self: list(self.texts("tgt_text")) if self.has_target else None)
-    rows = property(lambda self: list(self.texts("row")))
+    src = property(lambda self: self.ds["src_text"][:])
+    tgt = property(lambda self: self.ds["tgt_text"][:] if self.has_target else None)
+    rows = property(lambda self: self.ds["row"][:])
 
     def texts(self, column: str) -> Iterator[Any]:
         """A column's values, read 10,000 at a time."""
@@ -199,10 +196,6 @@ class Pairs:
         key = hashlib.sha256(self.key.encode() + picks.tobytes()).hexdigest()
         rows = picks if self.picks is None else self.picks[picks]
         return Pairs(self.ds.select(picks), self.where, key, self.base or self, rows)
-
-    def sources_only(self) -> Pairs:
-        ds = self.ds.remove_columns(["tgt_text"]) if self.has_target else self.ds
-        return Pairs(ds, self.where, self.key + "-src")
 
 
 def _pairs(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Iterator[tuple[int, str, str]]:
@@ -256,6 +249,7 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
     out = {}
     for split in (s for s in SPLITS if s in ds):
         d = ds[split]
+        key = text_digest([spec, split, *both, d._fingerprint])[:16]  # the fingerprint: what datasets' cache keys on
         columns = both if set(both) <= set(d.column_names) else ["translation"]
         if columns != both:
             missing = next(c for c in both if c not in d.column_names)
@@ -276,8 +270,6 @@ def hf_pairs(spec: str, both: list[str], folder: Path) -> dict[str, Pairs]:
                 rank_zero_warn(f"{len(d) - kept} pairs of the {split!r} split of {spec} have an empty text and are "
                                "skipped")
 
-        # the fingerprint: what datasets' own cache keys on
-        key = text_digest([spec, split, *both, d._fingerprint])[:16]
         out[split] = Pairs.written(records, f"{spec} [{split}]", folder / f"hf-{key}.arrow",
                                    empty=f"the {split!r} split of dataset {spec!r} holds no sentence pairs")
     return out
@@ -297,8 +289,7 @@ def held_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray
 def _sample(pairs: Pairs, budget: int, seed: int) -> Pairs:
     """A seeded random sample of about ``budget`` bytes of text (all of smaller pairs), read through a memory
     map of its own (:func:`~tfm.data.text.remapped`): the vocabulary's sample does not stay in memory."""
-    columns = [c for c in ("src_text", "tgt_text") if c in pairs.ds.column_names]
-    rows = sample_rows(text_bytes(pairs.ds, columns), budget, seed)
+    rows = sample_rows(text_bytes(pairs.ds, ["src_text", "tgt_text"]), budget, seed)
     whole = Pairs(remapped(pairs.ds), pairs.where, pairs.key)
     return whole if len(rows) == len(pairs) else whole.select(rows.tolist())
 
@@ -342,13 +333,12 @@ class EncodedPairs(Dataset):
     def __init__(self, ds: Any) -> None:
         import pyarrow.compute as pc
 
-        self.has_target = "tgt" in ds.column_names
-        self.table = ArrowRows(ds, ["src", "src_text", *(["tgt", "tgt_text"] if self.has_target else [])])
+        sides = [side for side in ("src", "tgt") if side in ds.column_names]
+        self.table = ArrowRows(ds, [c for side in sides for c in (side, f"{side}_text")])
         self.picks = np.arange(len(ds))  # the table's rows in the split (:meth:`select`)
-        self.limits: dict[str, int | None] = {"src": None, "tgt": None}
+        self.limits: tuple[int | None, ...] = (None, None)
         columns = ds.with_format("arrow")[:]
-        self.full = {side: pc.list_value_length(columns.column(side)).to_numpy().astype(np.int64)
-                     for side in self.limits if side in ds.column_names}
+        self.full = {side: pc.list_value_length(columns.column(side)).to_numpy().astype(np.int64) for side in sides}
 
     def __len__(self) -> int:
         return len(self.picks)
@@ -356,26 +346,19 @@ class EncodedPairs(Dataset):
     def select(self, picks: np.ndarray | None, limits: tuple[int | None, int | None] = (None, None)) -> EncodedPairs:
         """The rows ``picks`` of the table (None: all), within ``limits``: the table and its lengths shared."""
         out = copy.copy(self)
-        out.picks = self.picks if picks is None else picks
-        out.limits = dict(zip(("src", "tgt"), limits))
+        out.picks, out.limits = self.picks if picks is None else picks, limits
         return out
 
-    def side_lengths(self, side: str) -> np.ndarray:
-        """Positions of each item's ``src`` (``x [END]``) or ``tgt`` (``[START] y``), within the limits."""
-        n, limit = self.full[side][self.picks], self.limits[side]
-        return (n if limit is None else np.minimum(n, limit)) + 1
-
     def lengths(self) -> np.ndarray:
-        """``(n, 2)`` source and target lengths (``(n, 1)`` without targets), for batching."""
-        return np.stack([self.side_lengths(side) for side in self.full], 1)
+        """``(n, 2)`` positions of each item's ``x [END]`` and ``[START] y`` (``(n, 1)`` to predict), within limits."""
+        n = [self.full[side][self.picks] for side in self.full]
+        return np.stack([k if limit is None else np.minimum(k, limit) for k, limit in zip(n, self.limits)], 1) + 1
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        row = int(self.picks[i])
-        item = {"src": self.table.column("src", row)[: self.limits["src"]],
-                "src_text": self.table.column("src_text", row), "index": i}
-        if self.has_target:
-            item["tgt"] = self.table.column("tgt", row)[: self.limits["tgt"]]
-            item["tgt_text"] = self.table.column("tgt_text", row)
+        row, item = int(self.picks[i]), {"index": i}
+        for side, limit in zip(self.full, self.limits):
+            item[side] = self.table.column(side, row)[:limit]
+            item[f"{side}_text"] = self.table.column(f"{side}_text", row)
         return item
 
 
@@ -472,11 +455,9 @@ class TranslationDataModule(ResumableDataModule):
             _refuse(given, f"{given} is read only with --data.source tsv or jsonl, not {source}")
         if source.startswith("hf:"):
             HubSpec.parse(source, example="hf:opus_books:en-es")
-        elif source == "bible":
-            _refuse(not BIBLE.is_file(),
-                    f"the bundled Bible {BIBLE} is missing: restore data/bible_en_es/ or pass another --data.source")
+        elif source == "bible":  # a missing Bible: refused as it is read
             for option, lang in (("source_lang", source_lang), ("target_lang", target_lang)):
-                _refuse(lang not in BIBLE_LANGS,
+                _refuse(lang not in ("en", "es"),
                         f"--data.{option} {lang!r} is not a language of the bundled Bible: choose en or es")
             _refuse(source_column is not None or target_column is not None,
                     "--data.source_column/--data.target_column apply to files and datasets, not to the bundled Bible")
@@ -511,7 +492,6 @@ class TranslationDataModule(ResumableDataModule):
         self.split_seed, self.tokenizer_sample_bytes = split_seed, tokenizer_sample_bytes
         self.stream_block_size, self.cache_dir = stream_block_size, cache_root(cache_dir)
         self.folder = self.cache_dir / "translation"  # prepared pairs
-        self._books: dict[str, list[str]] | None = None
         self._encoded: dict[str, EncodedPairs] = {}
         self._tables: dict[str, EncodedPairs] = {}  # each encoded table, by the key of its pairs
         self.dropped_pairs = 0  # training pairs over the length limits
@@ -520,16 +500,10 @@ class TranslationDataModule(ResumableDataModule):
     @cached_property
     def raw_splits(self) -> dict[str, Pairs]:
         """``train``, ``validation`` and ``test`` pairs as read (normalised, before length filtering)."""
-        if self.source == "bible":
-            verses = read_bible(BIBLE)
-            self._books = split_books(Counter(v.book for v in verses), self.val_fraction, self.test_fraction,
-                                      self.split_seed)
-            raw = {}
-            for split, books in self._books.items():
-                picked = [v for v in verses if v.book in set(books)]
-                raw[split] = Pairs.of([getattr(v, self.source_lang) for v in picked],
-                                      [getattr(v, self.target_lang) for v in picked], f"the bundled Bible {BIBLE}",
-                                      [v.line for v in picked])
+        if self.books is not None:
+            raw = {split: Pairs.of([(v.line, getattr(v, self.source_lang), getattr(v, self.target_lang))
+                                    for v in read_bible(BIBLE) if v.book in books], f"the bundled Bible {BIBLE}")
+                   for split, books in self.books.items()}
             _refuse(not raw["validation"],
                     "--data.val_fraction 0 leaves the Bible without a validation split: raise it")
         elif self.streaming:
@@ -548,11 +522,13 @@ class TranslationDataModule(ResumableDataModule):
             raw["test"] = raw["validation"]
         return raw
 
-    @property
+    @cached_property
     def books(self) -> dict[str, list[str]] | None:
         """The Bible's books in each split (``None`` for other sources)."""
-        self.raw_splits  # noqa: B018
-        return self._books
+        if self.source != "bible":
+            return None
+        sizes = Counter(v.book for v in read_bible(BIBLE))
+        return split_books(sizes, self.val_fraction, self.test_fraction, self.split_seed)
 
     # --- tokenizers ---------------------------------------------------------------------------------------------
     @cached_property
@@ -566,13 +542,12 @@ class TranslationDataModule(ResumableDataModule):
                                f"(--data.joint_vocab={self.joint_vocab} is ignored)")
             return tok, target if target is not None else tok
         train = _sample(self.raw_splits["train"], self.tokenizer_sample_bytes, self.split_seed)
-        sides = {"src": "src_text", "tgt": "tgt_text"}
-        digests = {k: text_digest(train.texts(column)) for k, column in sides.items()}
+        digests = {side: text_digest(train.texts(f"{side}_text")) for side in ("src", "tgt")}
 
-        def train_on(*keys: str) -> Tokenizer:
-            keys = tuple(sorted(keys, key=lambda k: digests[k]))  # the same vocabulary for either direction
-            return bpe_tokenizer(lambda: chain.from_iterable(train.texts(sides[k]) for k in keys),
-                                 "translation:" + "+".join(digests[k] for k in keys), vocab_size=self.vocab_size,
+        def train_on(*sides: str) -> Tokenizer:
+            sides = tuple(sorted(sides, key=digests.__getitem__))  # the same vocabulary for either direction
+            return bpe_tokenizer(lambda: chain.from_iterable(train.texts(f"{side}_text") for side in sides),
+                                 "translation:" + "+".join(digests[side] for side in sides), vocab_size=self.vocab_size,
                                  cache_dir=self.cache_dir / "tokenizers")
 
         try:
@@ -597,17 +572,16 @@ class TranslationDataModule(ResumableDataModule):
 
     def decode(self, ids: Sequence[int] | Tensor) -> str:
         """Target-side token ids as text: up to the first ``[END]``, special tokens skipped."""
-        ids = ids.tolist() if isinstance(ids, Tensor) else [int(i) for i in ids]
-        if self.eos_token_id in ids:
-            ids = ids[: ids.index(self.eos_token_id)]
-        return self.target_tokenizer.decode(ids, skip_special_tokens=True)
+        ids, eos = ids.tolist() if isinstance(ids, Tensor) else [int(i) for i in ids], self.eos_token_id
+        return self.target_tokenizer.decode(list(takewhile(lambda i: i != eos, ids)), skip_special_tokens=True)
 
     # --- encoded splits -----------------------------------------------------------------------------------------
     @cached_property
     def predict_pairs(self) -> Pairs:
         """The sentences to translate: ``predict_file``'s (``rows``: their lines), else the test split's sources."""
         if self.predict_file is None:
-            return self.raw_splits["test"].sources_only()
+            test = self.raw_splits["test"]
+            return Pairs(test.ds.remove_columns(["tgt_text"]), test.where, test.key + "-src")
         return read_pair_file(self.predict_file, self.columns[:1], "txt", self.folder)
 
     def predict_lines(self, translations: Sequence[str]) -> list[str]:
@@ -618,10 +592,8 @@ class TranslationDataModule(ResumableDataModule):
             raise ValueError(f"{len(translations)} translations for {len(rows)} sentences")
         if self.predict_file is None or file_kind(self.predict_file) in TABLE_FILES:
             return list(translations)
-        lines = [""] * max(rows, default=0)
-        for row, text in zip(rows, translations):
-            lines[row - 1] = text
-        return lines
+        by_row = dict(zip(rows, translations))
+        return [by_row.get(row, "") for row in range(1, max(rows, default=0) + 1)]
 
     def encoded(self, split: str) -> EncodedPairs:
         """A split tokenised (``train``, ``validation``, ``test`` or ``predict``), on first use. Training pairs over
@@ -635,9 +607,8 @@ class TranslationDataModule(ResumableDataModule):
             ds = encode_pairs(base, self.tokenizer, self.target_tokenizer, self.folder, self.num_proc)
             self._tables[base.key] = EncodedPairs(ds)
         full = self._tables[base.key].select(pairs.picks)
-        too_long = full.side_lengths("src") > self.max_source_length
-        if full.has_target:
-            too_long |= full.side_lengths("tgt") > self.max_target_length
+        lengths = full.lengths()
+        too_long = (lengths > np.array([self.max_source_length, self.max_target_length])[: lengths.shape[1]]).any(1)
         limits = (f"--data.max_source_length {self.max_source_length} / --data.max_target_length "
                   f"{self.max_target_length}")
         if split == "train":
@@ -650,7 +621,7 @@ class TranslationDataModule(ResumableDataModule):
             self._encoded[split] = full.select(full.picks[~too_long])
         else:
             if too_long.any():
-                whole = " (the references stay whole)" if full.has_target else ""
+                whole = " (the references stay whole)" if "tgt" in full.full else ""
                 rank_zero_warn(f"{int(too_long.sum())} of the {len(too_long)} {split} lines ({pairs.where}) are longer "
                                f"than {limits} tokens: truncated{whole}")
             cut = (self.max_source_length - 1, self.max_target_length - 1)
@@ -714,7 +685,7 @@ class TranslationDataModule(ResumableDataModule):
 
     # --- streaming ----------------------------------------------------------------------------------------------
     def _streams(self) -> Any:
-        """The splits as ``datasets`` streams (an ``IterableDatasetDict``), train and validation needed."""
+        """The splits as ``datasets`` streams, train and validation needed."""
         import datasets
 
         if self.source.startswith("hf:"):
@@ -738,27 +709,25 @@ class TranslationDataModule(ResumableDataModule):
             if split in streams:
                 pairs = list(_pairs(streams[split], self.columns))
                 _refuse(not pairs, f"the {split!r} split of {self.source} holds no sentence pairs")
-                out[split] = Pairs.of([a for _, a, _ in pairs], [b for *_, b in pairs], f"{self.source} [{split}]")
+                out[split] = Pairs.of(pairs, f"{self.source} [{split}]")
         head, size = [], 0
-        for _, a, b in _pairs(streams["train"], self.columns):
-            head.append((a, b))
+        for n, a, b in _pairs(streams["train"], self.columns):
+            head.append((n, a, b))
             size += len(a) + len(b)
             if size >= self.tokenizer_sample_bytes:
                 break
-        out["train"] = Pairs.of([a for a, _ in head], [b for _, b in head],
-                                f"{self.source} [train, first {len(head)} pairs]")
+        out["train"] = Pairs.of(head, f"{self.source} [train, first {len(head)} pairs]")
         return out
 
     def _stream_batches(self, rows: list[dict[str, Any]], rng: random.Random) -> list[dict[str, Any]]:
         """A block of streamed rows as collated training batches: pairs over the length limits left out, the rest
         packed by token count and shuffled (:class:`TokenBatchSampler`)."""
-        pairs = [(a, b) for _, a, b in _pairs(rows, self.columns)]
-        src = [e.ids for e in self.tokenizer.encode_batch_fast([a for a, _ in pairs], add_special_tokens=False)]
-        tgt = [e.ids for e in self.target_tokenizer.encode_batch_fast([b for _, b in pairs], add_special_tokens=False)]
-        keep = [i for i in range(len(pairs)) if len(src[i]) < self.max_source_length
-                and len(tgt[i]) < self.max_target_length]
-        sampler = TokenBatchSampler([(len(src[i]) + 1, len(tgt[i]) + 1) for i in keep], self.max_tokens, shuffle=True,
-                                    seed=rng.getrandbits(62), bucket_width=self.bucket_width)
-        items = [{"src": src[i], "tgt": tgt[i], "src_text": pairs[i][0], "tgt_text": pairs[i][1], "index": i}
-                 for i in keep]
+        pairs = list(_pairs(rows, self.columns))
+        texts = {"src_text": [a for _, a, _ in pairs], "tgt_text": [b for *_, b in pairs]}
+        ids = _encode_pairs(texts, self.tokenizer, self.target_tokenizer)
+        items = [{"src": s, "tgt": t, "src_text": a, "tgt_text": b, "index": i}
+                 for i, (s, t, (_, a, b)) in enumerate(zip(ids["src"], ids["tgt"], pairs))
+                 if len(s) < self.max_source_length and len(t) < self.max_target_length]
+        sampler = TokenBatchSampler([(len(x["src"]) + 1, len(x["tgt"]) + 1) for x in items], self.max_tokens,
+                                    shuffle=True, seed=rng.getrandbits(62), bucket_width=self.bucket_width)
         return [self.collator([items[j] for j in batch]) for batch in sampler.global_batches(0)]

@@ -146,11 +146,8 @@ def _name_spans(sentence: Sentence) -> list[_Span]:
                 and name_token(j + 2) and sentence[j + 2][1].endswith("-tl"))
 
     spans: list[_Span] = []
-    i = 0
+    i = next((k for k in range(n) if name_token(k)), n)
     while i < n:
-        if not name_token(i):
-            i += 1
-            continue
         j, connector = i, None
         while j + 1 < n and not sentence[j][0].endswith(("'s", "'")):
             if name_token(j + 1):
@@ -165,7 +162,7 @@ def _name_spans(sentence: Sentence) -> list[_Span]:
         heads = span.head in _HEADS or _key(span.words[0]) in _LOC_PREFIXES
         if proper or (len(span.words) > 1 and heads) or span.text in _ORGANIZATIONS:
             spans.append(span)
-        i = j + 1
+        i = next((k for k in range(j + 1, n) if name_token(k)), n)
     return spans
 
 
@@ -233,9 +230,8 @@ def brown_ner_documents(path: str | Path = BROWN) -> list[list[Tagged]]:
     first_names = _harvest_first_names(span for d in docs for _, spans in d for span in spans)
     corpus_types: dict[str, Counter[str]] = defaultdict(Counter)  # name -> its rule types
     word_types: dict[str, Counter[str]] = defaultdict(Counter)  # word -> types of the names it is (part of, for PER)
-    parsed = []
-    for d in docs:
-        sentences = [(s, spans) for s, spans in d if s and not any(t.endswith("-hl") for _, t in s)]
+    parsed = [[(s, spans) for s, spans in d if s and not any(t.endswith("-hl") for _, t in s)] for d in docs]
+    for sentences in parsed:
         memory: dict[str, str] = {}
         for s, spans in sentences:
             for span in spans:
@@ -255,21 +251,18 @@ def brown_ner_documents(path: str | Path = BROWN) -> list[list[Tagged]]:
                 span.type = span.type or memory.get(span.text)
                 if span.type is None and _placed(s, prev, span, nxt):
                     span.type = "LOC"
-        parsed.append(sentences)
     majority, word_majority = _majority(corpus_types), _majority(word_types)
-    out: list[list[Tagged]] = []
-    for sentences in parsed:
-        kept: list[Tagged] = []
-        for s, spans in sentences:
-            for span in spans:
-                span.type = span.type or majority.get(span.text)
-                if span.type is None and len(types := {word_majority.get(k) for k in span.name_keys()}) == 1 and (
-                        len(span.words) == 1 or types == {"PER"}):
-                    span.type = types.pop()
-            if all(span.type is not None for span in spans):
-                kept.append(([w for w, _ in s], _bio(len(s), spans)))
-        out.append(kept)
-    return out
+
+    def typed(span: _Span) -> bool:
+        """Types a span still untyped by the corpus-wide majority of its name, then of its words; False: none."""
+        span.type = span.type or majority.get(span.text)
+        if span.type is None and len(types := {word_majority.get(k) for k in span.name_keys()}) == 1 and (
+                len(span.words) == 1 or types == {"PER"}):
+            span.type = types.pop()
+        return span.type is not None
+
+    return [[([w for w, _ in s], _bio(len(s), spans)) for s, spans in d if all(typed(span) for span in spans)]
+            for d in parsed]
 
 
 @cache

@@ -6,9 +6,9 @@ from __future__ import annotations
 import collections
 import functools
 import hashlib
+import itertools
 import random
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +17,10 @@ import numpy as np
 from ...errors import UserError
 from ..loading import mix_seed
 from ..sources import SPLITS
-from ..text import BROWN, BrownDocument, detokenize, read_brown
+from ..text import BROWN, BrownDocument, Sentence, detokenize, read_brown
 
 GENERATED_FORMAT = 1  # bump when the generated set would come out differently for the same seed
-Sentence = Sequence[tuple[str, str]]
+_PER_CONTEXT = 3  # questions
 Question = tuple[str, str, int]  # question, answer, answer_start
 _TITLES = {"Mr.", "Mrs.", "Miss", "Ms.", "Dr.", "Gov.", "Sen.", "Rep.", "Gen.", "Col.", "Capt.", "Lt.", "Prof.", "Rev.",
            "Jr.", "Sr.", "St."}
@@ -57,9 +57,8 @@ def _base(tag: str) -> str:
 
 def _is_name(word: str, tag: str) -> bool:
     """A proper noun, or a capitalised word of a title (``County/nn-tl``)."""
-    base = _base(tag)
-    titled = "-tl" in tag and word[:1].isupper() and base not in ("cd", "od", "in", "at", "cc", "to")
-    return base in _NAME_TAGS or titled
+    titled = "-tl" in tag and word[:1].isupper() and _base(tag) not in ("cd", "od", "in", "at", "cc", "to")
+    return _base(tag) in _NAME_TAGS or titled
 
 
 def _wordy(text: str) -> bool:
@@ -159,8 +158,7 @@ def _sentence_question(sent: Sentence, span: _Span, window: int = 12) -> str:
 def _locate(sent: Sentence, span: _Span) -> tuple[str, int] | None:
     """``(answer text, its character offset)`` in the sentence's text (:func:`detokenize`)."""
     words = [w for w, _ in sent]
-    answer = detokenize(words[span.start : span.end])
-    answer = answer[: -span.strip] if span.strip else answer
+    answer = detokenize(words[span.start : span.end])[: -span.strip or None]
     if not answer.strip() or answer != answer.strip():
         return None
     prefix = len(detokenize(words[: span.start]))
@@ -168,60 +166,43 @@ def _locate(sent: Sentence, span: _Span) -> tuple[str, int] | None:
     return None if pos < 0 or pos > prefix + 2 else (answer, pos)
 
 
-def _chunks(doc: BrownDocument, rng: random.Random) -> list[list[int]]:
+def _chunks(doc: BrownDocument, rng: random.Random) -> list[list[Sentence]]:
     """The sentences cut into consecutive paragraphs of about 60-220 words, one in eight of 300-650 words."""
-    out: list[list[int]] = []
-    i, n = 0, len(doc.sentences)
-    while i < n:
+    words, bounds = np.cumsum([0, *map(len, doc.sentences)]), [0]
+    while bounds[-1] < len(doc.sentences):
         target = rng.randint(300, 650) if rng.random() < 0.125 else rng.randint(60, 220)
-        chunk, words = [], 0
-        while i < n and words < target:
-            chunk.append(i)
-            words += len(doc.sentences[i])
-            i += 1
-        out.append(chunk)
-    return out
+        bounds.append(min(len(doc.sentences), int(np.searchsorted(words, words[bounds[-1]] + target))))
+    return [doc.sentences[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def _paragraph_questions(doc: BrownDocument, chunk: list[int], rng: random.Random,
-                         k: int) -> tuple[str, list[Question]]:
-    """A paragraph's context and up to ``k`` ``(question, answer, answer_start)``, from different sentences
-    when it can, kinds mixed."""
-    texts = [detokenize(w for w, _ in doc.sentences[i]) for i in chunk]
+def _paragraph_questions(sentences: list[Sentence], rng: random.Random) -> tuple[str, list[Question]]:
+    """A paragraph's context and up to :data:`_PER_CONTEXT` ``(question, answer, answer_start)``, from different
+    sentences when it can, kinds mixed."""
+    texts = [detokenize(w for w, _ in sent) for sent in sentences]
     starts = np.cumsum([0] + [len(t) + 1 for t in texts]).tolist()
-    candidates = []
-    for pos, i in enumerate(chunk):
-        sent = doc.sentences[i]
-        if len(sent) >= 8 and not any("-hl" in t for _, t in sent):  # headlines are not sentences
-            for span in _span_candidates(sent):
-                found = _locate(sent, span)
-                if found is not None and len(found[0]) <= 40:
-                    candidates.append((pos, span, found))
+    candidates = [(pos, span, found) for pos, sent in enumerate(sentences)
+                  if len(sent) >= 8 and not any("-hl" in t for _, t in sent)  # headlines are not sentences
+                  for span in _span_candidates(sent) if (found := _locate(sent, span)) and len(found[0]) <= 40]
     rng.shuffle(candidates)
     out: list[Question] = []
     used_sentences: set[int] = set()
     used_kinds: collections.Counter[str] = collections.Counter()
-    while len(out) < k and candidates:
+    while len(out) < _PER_CONTEXT and candidates:
         fresh = [c for c in candidates if c[0] not in used_sentences] or candidates
         pick = min(fresh, key=lambda c: used_kinds[c[1].kind])  # the first of the least used kinds
         candidates.remove(pick)
         pos, span, (answer, at) = pick
-        out.append((_sentence_question(doc.sentences[chunk[pos]], span), answer, starts[pos] + at))
+        out.append((_sentence_question(sentences[pos], span), answer, starts[pos] + at))
         used_sentences.add(pos)
         used_kinds[span.kind] += 1
     return " ".join(texts), out
 
 
 def generate_brown_qa(seed: int = 0, version_2_with_negative: bool = False, path: str | Path = BROWN,
-                      eval_documents: int = 30, contexts_per_document: tuple[int, int] = (3, 4),
-                      questions_per_context: int = 3) -> dict[str, list[QAExample]]:
-    """The generated set's ``train``, ``validation`` and ``test`` examples, deterministic for ``seed``.
-
-    The documents are shuffled with ``seed``: ``eval_documents`` each to validation and test, the rest to train. Up
-    to ``contexts_per_document`` (train, evaluation) paragraphs of a document with ``questions_per_context``
-    template questions become contexts. ``version_2_with_negative`` adds one unanswerable question per context, made
-    from another paragraph of the document (or of another document of the split); the answerable ones stay the same.
-    """
+                      eval_documents: int = 30) -> dict[str, list[QAExample]]:
+    """The generated set's splits, deterministic for ``seed`` (``data/README.md``): the shuffled documents'
+    ``eval_documents`` each to validation and test, the rest to train; v2 adds one unanswerable question per context,
+    from another paragraph (the answerable ones stay the same)."""
     docs = read_brown(path)
     order = sorted(range(len(docs)), key=lambda i: docs[i].id)
     random.Random(mix_seed(seed, GENERATED_FORMAT)).shuffle(order)
@@ -232,14 +213,14 @@ def generate_brown_qa(seed: int = 0, version_2_with_negative: bool = False, path
              "train": order[2 * eval_documents :]}
     out: dict[str, list[QAExample]] = {}
     for split in SPLITS:
-        per_doc = contexts_per_document[0] if split == "train" else contexts_per_document[1]
+        per_doc = 3 if split == "train" else 4  # contexts per document
         examples: list[QAExample] = []
         spare: dict[str, list[Question]] = {}  # questions of the paragraphs not used as contexts
         contexts: list[tuple[str, int, str]] = []  # (document id, paragraph number, context)
         for doc in (docs[d] for d in sorted(picks[split])):
             rng = random.Random(mix_seed(seed, int(hashlib.sha256(doc.id.encode()).hexdigest()[:8], 16)))
-            made = [_paragraph_questions(doc, c, rng, questions_per_context) for c in _chunks(doc, rng)]
-            full = [k for k, (_, qs) in enumerate(made) if len(qs) == questions_per_context]
+            made = [_paragraph_questions(c, rng) for c in _chunks(doc, rng)]
+            full = [k for k, (_, qs) in enumerate(made) if len(qs) == _PER_CONTEXT]
             chosen = sorted(rng.sample(full, min(per_doc, len(full))))
             spare[doc.id] = [q for k, (_, qs) in enumerate(made) if k not in chosen for q in qs]
             for k in chosen:
