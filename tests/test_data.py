@@ -118,9 +118,11 @@ def test_batched_crop_flip_is_a_per_image_crop_and_flip():
     assert 10 < flipped < 40  # about half
 
 
-def test_fashion_training_batches_are_the_same_for_a_seed():
+@pytest.mark.parametrize("rand_augment", [None, "rand-m9-mstd0.5"])
+def test_fashion_training_batches_are_the_same_for_a_seed(rand_augment):
+    """Also with timm's RandAugment, which draws from Python's ``random``."""
     def first_batch():
-        dm = ImageDataModule(data_dir=str(FASHION), batch_size=16, seed=3)
+        dm = ImageDataModule(data_dir=str(FASHION), batch_size=16, seed=3, rand_augment=rand_augment)
         dm.setup("fit")
         return next(iter(dm.train_dataloader()))
     (x1, y1), (x2, y2) = first_batch(), first_batch()

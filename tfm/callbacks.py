@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import (
     BasePredictionWriter,
     Callback,
@@ -22,7 +23,10 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.utils import save_image
 
 
 def measure_matmul_peak(n: int | None = None, reps: int = 4, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> float:
@@ -79,8 +83,6 @@ class ThroughputMonitor(Callback):
         if self.peak_flops is None:
             dev, dtype = pl_module.device, precision_dtype(trainer.precision)
             if dev.type == "cuda":
-                from lightning.fabric.utilities.throughput import get_available_flops
-
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # "FLOPs not found for ...": measured below
                     self.peak_flops = get_available_flops(dev, dtype)
@@ -92,8 +94,6 @@ class ThroughputMonitor(Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         self._seen += 1
         if self.flops_per_batch is None and self._seen == 2 and self._counter is None:
-            from torch.utils.flop_counter import FlopCounterMode
-
             self._counter = FlopCounterMode(display=False)
             self._counter.__enter__()
 
@@ -195,8 +195,6 @@ class AttentionMapLogger(Callback):
         self._images = None
         step = trainer.global_step
         if trainer.log_dir:
-            from torchvision.utils import save_image
-
             out = Path(trainer.log_dir) / "media"
             out.mkdir(parents=True, exist_ok=True)
             save_image(pictures, out / f"attention_step{step:07d}.png", nrow=1)
@@ -288,8 +286,6 @@ class StopSignals(Callback):
             signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C stops at once
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        from lightning.pytorch.plugins.environments import SLURMEnvironment
-
         env = getattr(trainer.strategy, "cluster_environment", None)
         if stage == "fit" and isinstance(env, SLURMEnvironment) and env.auto_requeue:
             self._requeue_signal = env.requeue_signal or signal.SIGUSR1

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.functional.text import squad
 from torchmetrics.utilities import dim_zero_cat
 
 Entity = tuple[str, int, int]  # type, first position, last position (inclusive)
@@ -217,8 +218,6 @@ def squad_v2_metrics(predictions: Any, references: Sequence[Mapping[str, Any]]) 
 def squad_v1_metrics(predictions: Any, references: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """SQuAD 1.1 ``exact_match`` and ``f1`` in percent, by torchmetrics' ``SQuAD`` (the official v1.1
     script); a missing prediction scores 0."""
-    from torchmetrics.functional.text import squad
-
     preds = _as_dict(predictions)
     present = [r for r in references if str(r["id"]) in preds]
     if not present:

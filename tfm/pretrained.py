@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UserError
@@ -52,8 +53,6 @@ class Pretrained:
         self.state: dict[str, Tensor] = {}
         self.hparams: dict[str, Any] = {}
         if self.is_file and path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             self.state = load_file(str(path))
         elif self.is_file:
             ckpt = read_checkpoint(path, mmap=False)

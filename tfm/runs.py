@@ -50,8 +50,9 @@ class RunOptions:
     tf32: bool = True
 
 
-def is_rank_zero(env: Mapping[str, str] = os.environ) -> bool:
+def is_rank_zero(env: Mapping[str, str] | None = None) -> bool:
     """Rank 0 of a run, before the Trainer knows its rank (DDP launchers and srun set these)."""
+    env = os.environ if env is None else env
     return int(env.get("RANK", env.get("SLURM_PROCID", 0)) or 0) == 0
 
 
@@ -61,8 +62,9 @@ def warn(message: str) -> None:
         warnings.warn(message, stacklevel=3)
 
 
-def new_version(parent: Path, suffix: str = "", env: Mapping[str, str] = os.environ) -> str:
+def new_version(parent: Path, suffix: str = "", env: Mapping[str, str] | None = None) -> str:
     """The SLURM job id (every task of the job the same), or the start time made unique."""
+    env = os.environ if env is None else env
     job = env.get("SLURM_JOB_ID")
     if job:
         if int(env.get("SLURM_PROCID", "0") or 0) == 0 and (parent / (job + suffix)).exists():
@@ -182,13 +184,14 @@ class RunPlan:
 
 
 def resolve_run(sub: str, opts: RunOptions, config_files: list[str], model_class: str, ckpt: str | None,
-                env: Mapping[str, str] = os.environ) -> RunPlan:
+                env: Mapping[str, str] | None = None) -> RunPlan:
     """The run folder and checkpoint of a command (``fit``, ``validate``, ``test``, ``predict``).
 
     ``fit`` writes a new ``<root>/<name>/<version>``, or, resuming (``--ckpt_path last`` or a run's checkpoint), goes
     on in the run's own folder; a requeued SLURM job goes on with its own run. Evaluating a run writes beside it
     (``<run>/<sub>/<time>``). Another DDP rank uses rank 0's folder (``TFM_RUN_DIR``).
     """
+    env = os.environ if env is None else env
     name = opts.name or (Path(str(config_files[-1])).stem if config_files else model_class.rsplit(".", 1)[-1].lower())
     exp_dir, version = Path(opts.root) / name, opts.version
     run_dir = None

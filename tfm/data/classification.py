@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
+import pyarrow.compute as pc
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
@@ -291,8 +292,6 @@ class EncodedTexts(ArrowRows):
         self.labels = ds.with_format("numpy", columns=["labels"])[:]["labels"] if "labels" in ds.column_names else None
 
     def lengths(self) -> np.ndarray:
-        import pyarrow.compute as pc
-
         return pc.list_value_length(self.ds.data.column("input_ids")).to_numpy()
 
 

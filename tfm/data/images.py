@@ -356,6 +356,7 @@ class ImageDataModule(ImageSource):
     def train_transform(self) -> Callable:
         size, ops = self.image_size, []
         if self.rand_augment:
+            # timm is slow to import: only with rand_augment
             from timm.data.auto_augment import rand_augment_transform
 
             fill = tuple(int(255 * m) for m in self.mean)

@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
+import pyarrow as pa
 import torch
 from lightning.pytorch.trainer.states import TrainerStatus
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
@@ -33,11 +34,19 @@ def mix_seed(*parts: int) -> int:
 
 
 @contextmanager
-def seeded_torch(seed: int) -> Iterator[None]:
-    """torch's CPU generator seeded with ``seed`` inside, restored after (no CUDA seeding)."""
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """torch's CPU generator, Python's ``random`` and numpy's global generator (timm's RandAugment draws from both)
+    seeded with ``seed`` inside, all restored after (no CUDA seeding)."""
+    state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        yield
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(state)
+            np.random.set_state(np_state)
 
 
 class ResumableSampler(Sampler):
@@ -208,8 +217,6 @@ class ArrowRows(Dataset):
 
 def _view(chunk: Any) -> Callable[[int], Any]:
     """The reader of an Arrow chunk's ``j``-th value: a list as a numpy view, numbers from numpy, a string as is."""
-    import pyarrow as pa
-
     if pa.types.is_list(chunk.type) or pa.types.is_large_list(chunk.type):
         offsets, values = chunk.offsets.to_numpy(), chunk.values.to_numpy()
         return lambda j: values[offsets[j] : offsets[j + 1]]
@@ -266,7 +273,7 @@ class SeededTransform(Dataset):
         if self.transform is None:
             return samples
         epoch, first = items[0]
-        with seeded_torch(mix_seed(self.seed, epoch, first)):
+        with seeded_rngs(mix_seed(self.seed, epoch, first)):
             if self.collate:
                 return self.transform(samples)
             if self.batched:

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .loading import ArrowRows, PadCollator, mix_seed, seeded_torch
+from .loading import ArrowRows, PadCollator, mix_seed, seeded_rngs
 from .sources import SPLITS, build_cached, check_num_proc, load_shards, preparation_processes, quiet_fork
 from .text import resolve_source, row_sentences, row_sizes, sample_rows
 from .tokenizers import CONTINUATION_PREFIX, TextDataModule, cache_root, special_ids, wordpiece_tokenizer
@@ -221,7 +222,7 @@ class StaticMasks(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = self.instances[i]
-        with seeded_torch(mix_seed(self.seed, i)):
+        with seeded_rngs(mix_seed(self.seed, i)):
             masked, labels = self.collator.mask(torch.from_numpy(item["input_ids"].astype(np.int64))[None])
         return {**item, "input_ids": masked[0].numpy(), "labels": labels[0].numpy()}
 
@@ -353,7 +354,7 @@ class BertPretrainingDataModule(TextDataModule):
         items = [dict(zip(columns, values)) for values in zip(*columns.values())]
         batches = []
         for start in range(0, len(items) - self.batch_size + 1, self.batch_size):
-            with seeded_torch(rng.getrandbits(62)):
+            with seeded_rngs(rng.getrandbits(62)):
                 batches.append(self.collator(items[start : start + self.batch_size]))
         return batches
 
@@ -393,7 +394,6 @@ class BertPretrainingDataModule(TextDataModule):
     def build_instances(self) -> dict[str, Any]:
         """Each split's instances (memory-mapped ``datasets.Dataset``), prepared once into :attr:`instances_path`."""
         import datasets
-        import pyarrow.compute as pc
 
         tok = self.tokenizer
         ids = special_ids(tok)

@@ -4,6 +4,7 @@ canonical split names (``dev`` -> ``validation``, ...), table files, column chec
 from __future__ import annotations
 
 import csv
+import gc
 import gzip
 import hashlib
 import json
@@ -15,6 +16,9 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+from filelock import FileLock
 
 from ..errors import UserError
 
@@ -112,8 +116,6 @@ def require_columns(columns: Iterable[str], needed: dict[str, str | None], label
 def build_cached(path: Path, build: Callable[[Path], None], exists: Callable[[Path], bool] | None = None) -> Path:
     """``path`` (a file or a folder), built by ``build(tmp)`` unless there: once, by the first of several processes
     (the others wait on a file lock), written to a temporary name and renamed, so a cache is never half-written."""
-    from filelock import FileLock
-
     done = exists or (lambda p: p.exists())
     if done(path):
         return path
@@ -151,8 +153,6 @@ def preparation_processes(num_proc: int | None, rows: int) -> int | None:
 def quiet_fork(processes: int | None) -> Iterator[None]:
     """Around a ``Dataset.map`` in forked ``processes``: the heap frozen out of the garbage collector's reach (a
     collection in a worker would copy every page), no fork warning of ``tokenizers``."""
-    import gc
-
     if not processes:
         yield
         return
@@ -186,8 +186,6 @@ def check_num_proc(num_proc: int | None) -> None:
 
 def write_records(records: Iterable[dict[str, Any]], path: Path, features: Any, batch_rows: int = 10_000) -> None:
     """Rows (dicts of ``features``' columns) written to an Arrow file ``batch_rows`` at a time (flat memory)."""
-    import pyarrow as pa
-
     rows = iter(records)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, features.arrow_schema) as writer:
         while batch := list(islice(rows, batch_rows)):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from ..errors import UserError
 from .sources import HubSpec, is_saved_dataset, is_table_file, load_splits, load_table_file, require_columns
@@ -186,8 +187,6 @@ def row_sizes(ds: Any) -> np.ndarray:
 
 def text_bytes(ds: Any, columns: list[str]) -> np.ndarray:
     """Each row's bytes of text in ``columns`` together (a missing text: 0), from the string offsets alone."""
-    import pyarrow.compute as pc
-
     table = ds.data  # the table under a selection; its indices mapping (private to datasets) picks the rows
     sizes = sum(np.concatenate([pc.fill_null(pc.binary_length(c), 0).to_numpy() for c in table.column(n).chunks] or
                                [np.zeros(0, np.int64)]).astype(np.int64) for n in columns)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from tokenizers import Tokenizer
@@ -331,8 +332,6 @@ class EncodedPairs(Dataset):
     ``tgt_text`` and ``index``."""
 
     def __init__(self, ds: Any) -> None:
-        import pyarrow.compute as pc
-
         sides = [side for side in ("src", "tgt") if side in ds.column_names]
         self.table = ArrowRows(ds, [c for side in sides for c in (side, f"{side}_text")])
         self.picks = np.arange(len(ds))  # the table's rows in the split (:meth:`select`)

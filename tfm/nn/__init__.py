@@ -51,7 +51,15 @@ from .embeddings import (
     resize_pos_embed,
     sinusoid_table,
 )
-from .generation import BeamKVCache, GenerationConfig, GenerationOutput, Hypothesis, beam_search, generate, greedy_search
+from .generation import (
+    BeamKVCache,
+    GenerationConfig,
+    GenerationOutput,
+    Hypothesis,
+    beam_search,
+    generate,
+    greedy_search,
+)
 from .heads import MLMHead, NSPHead, SequenceClassificationHead, SpanHead, TokenClassificationHead
 from .layers import DropPath, FeedForward, TransformerLayer
 from .models import VIT_PRESETS, VisionTransformer, create_vit, vit_base, vit_large, vit_small, vit_tiny

@@ -8,10 +8,10 @@ where ``True`` means *may attend*. :func:`padding_mask` turns a ``(batch, keys)`
 from __future__ import annotations
 
 import torch
-
-from .config import ConfigError
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import ConfigError
 
 
 def padding_mask(key_padding_mask: Tensor | None, causal: bool = False, q_len: int | None = None) -> Tensor | None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 import torch
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .bert import (
@@ -22,6 +23,7 @@ from .bert import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
+from .embeddings import resize_pos_embed
 from .models import VisionTransformer
 from .seq2seq import Seq2SeqTransformer
 
@@ -39,8 +41,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     return state_dict_of(torch.load(path, map_location="cpu", weights_only=True))
 
@@ -192,7 +192,6 @@ def load_vit_backbone(model: VisionTransformer, sd: StateDict, what: str) -> Non
         side = int(math.isqrt(old))
         if side * side != old or pe.shape[-1] != own.pos_embed.shape[-1]:
             raise ConversionError(f"{what}: position embeddings {tuple(pe.shape)} do not fit {tuple(own.pos_embed.shape)}")
-        from .embeddings import resize_pos_embed
 
         sd["patch_embed.pos_embed"] = resize_pos_embed(pe, own.grid_size, (side, side), own.num_prefix_tokens)
     load_into(model, _keep_head_if_it_fits(model, sd), what, strict=False)
@@ -440,7 +439,7 @@ def _read_config(config: Mapping[str, Any] | str | Path, kind: str = "BERT") -> 
 def _hub_download(repo_id: str) -> Path:
     """The Hub snapshot of ``repo_id`` (config and weights only), or a one-line error."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # only for a hub id (online)
     except ImportError:
         msg = f"{repo_id} is not a local path, and huggingface_hub is not installed to fetch it"
         raise ConversionError(msg) from None

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-
-from .config import ConfigError
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .config import ConfigError
 
 
 class LearnedPositionEmbedding(nn.Embedding):

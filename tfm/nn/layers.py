@@ -6,9 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import ConfigError
 from .attention import LayerCache, MultiHeadAttention
-from .config import TransformerConfig
+from .config import ConfigError, TransformerConfig
 
 _ACTIVATIONS = {
     "relu": nn.ReLU,

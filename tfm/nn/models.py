@@ -7,9 +7,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from .config import ConfigError
 from .attention import MultiHeadAttention
-from .config import TransformerConfig
+from .config import ConfigError, TransformerConfig
 from .embeddings import PatchEmbedding
 from .transformer import Encoder
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .attention import KVCache, padding_mask
 from .config import TransformerConfig
-from .layers import TransformerLayer
+from .layers import TransformerLayer, select_positions
 
 
 class Encoder(nn.Module):
@@ -35,8 +35,6 @@ class Encoder(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=mask, positions=output_positions if i == last else None)
         if output_positions is not None and not self.blocks:
-            from .layers import select_positions
-
             x = select_positions(x, output_positions)
         return self.norm(x)
 

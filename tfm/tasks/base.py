@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any, Literal
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 from lightning.pytorch.utilities import GradClipAlgorithmType
@@ -65,10 +67,6 @@ def param_groups(
 
 
 def rng_states() -> dict[str, Any]:
-    import random
-
-    import numpy as np
-
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     # plain types and tensors only: Lightning reads checkpoints with weights_only=True
     states: dict[str, Any] = {
@@ -82,10 +80,6 @@ def rng_states() -> dict[str, Any]:
 
 
 def set_rng_states(states: dict[str, Any]) -> None:
-    import random
-
-    import numpy as np
-
     torch.set_rng_state(states["torch"])
     random.setstate(states["python"])
     kind, keys, pos, has_gauss, gauss = states["numpy"]

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
+from torchvision.utils import draw_bounding_boxes
 
 from ..errors import UserError
 from ..nn.dense import ViTDetector, center_loss, center_targets, decode_centers, single_thread
@@ -25,8 +26,6 @@ def mean_average_precision(backend: str = "pycocotools") -> MeanAveragePrecision
 
 def draw_detections(image: Tensor, boxes: Tensor, labels: Tensor, names: list[str], scores: Tensor | None = None, color: str = "red") -> Tensor:
     """``image`` (3, H, W) uint8 with boxes and their class names (and scores) drawn."""
-    from torchvision.utils import draw_bounding_boxes
-
     if not len(boxes):
         return image
     text = [names[int(c)] if scores is None else f"{names[int(c)]} {float(s):.2f}" for c, s in

@@ -48,7 +48,7 @@ class ImageClassification(ViTTask):
         self.label_smoothing = label_smoothing
         self.mixup_fn = None
         if mixup > 0 or cutmix > 0:
-            from timm.data import Mixup
+            from timm.data import Mixup  # timm is slow to import: only with mixup or cutmix
 
             self.mixup_fn = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, prob=mixup_prob, label_smoothing=label_smoothing, num_classes=num_classes)
 

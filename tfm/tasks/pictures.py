@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from .base import TaskModule
 
@@ -58,8 +60,6 @@ def mask_overlay(image: Tensor, mask: Tensor, alpha: float = 0.55, ignore_index:
 
 def save_png(array: Tensor | np.ndarray, path: Path, palette_mask: bool = False) -> None:
     """A ``(3, H, W)`` uint8 image, or a ``(H, W)`` class mask as a palette PNG (VOC colours)."""
-    from PIL import Image
-
     a = array.cpu().numpy() if isinstance(array, Tensor) else array
     path.parent.mkdir(parents=True, exist_ok=True)
     if palette_mask:
@@ -96,7 +96,6 @@ def log_pictures(task: TaskModule, key: str, pictures: Tensor) -> Path | None:
         return None
     path = None
     if trainer.default_root_dir:  # the run folder (trainer.log_dir would broadcast: rank 0 only is here)
-        from torchvision.utils import make_grid
 
         path = Path(trainer.default_root_dir) / "media" / f"{key.replace('/', '_')}_step{trainer.global_step:07d}.png"
         save_png(make_grid(pictures, nrow=1, padding=2, pad_value=255), path)

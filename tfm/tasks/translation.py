@@ -8,9 +8,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+import sacrebleu
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
+from torchmetrics.functional.text import rouge_score
 
 from ..errors import UserError
 from ..nn.convert import load_hf_marian
@@ -242,9 +246,6 @@ class Translation(TaskModule):
 
     def _score(self, stage: str) -> None:
         """Corpus-level scores of the whole split (every rank's sentences, each once)."""
-        import sacrebleu
-        from torchmetrics.functional.text import rouge_score
-
         rows, self._decoded = self._gathered(self._decoded), []
         self.decoded = rows  # (index, source, reference, hypothesis) of the last evaluation
         if not rows:
@@ -258,8 +259,6 @@ class Translation(TaskModule):
         self._log_samples(stage, rows)
 
     def _log_samples(self, stage: str, rows: list[tuple[int, str, str, str]]) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
         if not self.num_samples or self.trainer.global_rank != 0:
             return
         step = max(1, len(rows) // self.num_samples)
@@ -301,6 +300,5 @@ class Translation(TaskModule):
         tmp = path.with_name(path.name + f".partial-{os.getpid()}")
         tmp.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
         os.replace(tmp, path)
-        from lightning.pytorch.utilities import rank_zero_info
 
         rank_zero_info(f"tfm: wrote {len(self.translations)} translations to {path}")
