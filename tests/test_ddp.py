@@ -5,6 +5,7 @@ Each task joins with one line in TASKS."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -42,19 +43,22 @@ DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=c
 
 @pytest.mark.parametrize("task", TASKS)
 def test_ddp_fit_trains_and_checkpoints_and_validation_equals_one_process(task, tmp_path):
-    """A 2-process fit trains and checkpoints; validating that checkpoint on 2 processes gives the
-    numbers of one process (this one, which shares nothing with the DDP runs but the checkpoint)."""
+    """A 2-process fit trains, validates its final weights and checkpoints them; validating that checkpoint in one
+    process (this one, which shares nothing with the DDP run but the checkpoint) gives the same numbers."""
     config, args = TASKS[task]
     common = ["--config", config, f"--run.root={tmp_path / 'runs'}", "--run.wandb=false", "--run.media_images=0",
               "--trainer.enable_progress_bar=false", *args]
-    run_cli("fit", *common, "--trainer.max_steps=3", "--trainer.limit_val_batches=2", "--run.test_after_fit=false", *DDP)
+    run_cli("fit", *common, "--trainer.max_steps=3", "--trainer.check_val_every_n_epoch=null", "--trainer.val_check_interval=3",
+            "--trainer.num_sanity_val_steps=0", "--run.test_after_fit=false", *DDP)
     (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     assert state["global_step"] == 3
+    (last,) = [json.loads(line) for line in (ckpt.parent.parent / "metrics.jsonl").read_text().splitlines()]
+    assert last["step"] == 3
+    two = {k: v for k, v in last.items() if k.startswith("val/")}
 
     metrics = main(["validate", *common, f"--ckpt_path={ckpt}"]).trainer.callback_metrics
     one = {k: float(v) for k, v in metrics.items() if k.startswith("val/")}
-    two = run_cli("validate", *common, f"--ckpt_path={ckpt}", *DDP)
     assert one.keys() == two.keys() and any(k.startswith("val/") and any(m in k for m in ("acc", "bleu", "miou", "map")) for k in one)
     for k in one:
         assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), k  # sums in another order

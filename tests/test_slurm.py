@@ -120,7 +120,7 @@ def test_two_node_ddp_fit_agrees_on_every_rank(slurm, tmp_path):
 
 
 def test_preempted_job_requeues_and_resumes_to_the_full_step_count(slurm, tmp_path):
-    steps = 300
+    steps = 80  # enough to be pre-empted mid-run (USR1 follows the first step-10 checkpoint)
     job = _sbatch(slurm, tmp_path, [f"--trainer.max_steps={steps}", "--trainer.limit_train_batches=100",
                                     "--run.save_every_n_steps=10"])
     log = tmp_path / f"slurm-{job}.out"
