@@ -1,4 +1,4 @@
-"""Runs ``python -m tfm`` with a fault at a chosen moment, for tests/test_faults.py.
+"""Runs ``python -m tfm`` with a fault at a chosen moment, for tests/test_checkpointing.py.
 
     python tests/fault_helper.py kill-during-save N fit --config ...
 
@@ -12,7 +12,6 @@ import os
 import signal
 import sys
 
-import tfm.checkpointing
 from tfm.cli import main
 
 fault, n, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, TINY_VIT, make_image_folder
-from test_cli import settled_snapshot, snapshot
-from test_scenes import write_mask_folder
+from conftest import REPO, TINY_VIT, make_image_folder, settled_snapshot, snapshot, write_mask_folder
 
 from tfm.__main__ import main
 

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
+
+pytestmark = [pytest.mark.slow]
 
 
 def test_make_bench_gpu_quick_runs_every_case_under_bf16():

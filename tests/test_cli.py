@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS, FEW_STEPS, REPO, TINY_VIT, crafted, make_image_folder
+from conftest import CONFIGS, FEW_STEPS, REPO, TINY_VIT, crafted, make_image_folder, settled_snapshot, snapshot
 from lightning.pytorch.cli import LightningCLI
 
 from tfm.cli import main
@@ -24,28 +23,6 @@ def only_run(root: Path, name: str = "vit_tiny_fashion") -> Path:
     runs = sorted((root / name).iterdir())
     assert len(runs) == 1, runs
     return runs[0]
-
-
-def snapshot(root: Path) -> dict[str, str]:
-    """Every file of the runs under ``root`` and its hash; W&B's own service log (debug-core.log,
-    appended by W&B's background process after a run ends) is not part of a run."""
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "debug-core.log"}
-
-
-def settled_snapshot(root: Path, timeout: float = 60.0) -> dict[str, str]:
-    """:func:`snapshot` once the files stop changing: on a loaded machine W&B's service still
-    appends to a finished run's ``.wandb`` file and ``debug-internal.log`` for a while."""
-    import time
-
-    deadline, last = time.time() + timeout, snapshot(root)
-    while time.time() < deadline:
-        time.sleep(1.0)
-        now = snapshot(root)
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 # the GPU-size configs that `make bench-gpu` trains: test_benchmarks.py runs each 4 steps under bf16-mixed with its
@@ -76,6 +53,7 @@ def test_the_gpu_suite_runs_the_configs_left_out_here():
     assert {Path(config).stem for config, _, _ in suite.CASES.values()} == GPU_SUITE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", ONE_STEP, ids=[c.stem for c in ONE_STEP])
 def test_every_config_runs_one_step(config, tmp_path):
     """One optimizer step, validation and test of every config under bf16-mixed, the precision a

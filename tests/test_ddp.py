@@ -6,16 +6,14 @@ Each task joins with one line in TASKS."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
+from conftest import DDP, TINY_VIT, run_cli
 
-from conftest import REPO, TINY_VIT
 from tfm.cli import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
 TASKS = {
     "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--data.batch_size=64"]),
@@ -29,16 +27,6 @@ TASKS = {
     "vit_tiny_det_scenes": ("configs/vit_tiny_det_scenes.yaml", [*TINY_VIT, "--model.fpn_channels=16", "--model.head_channels=16",
                             "--data.batch_size=16", "--data.num_val_scenes=64"]),
 }
-
-
-def run_cli(*args: str) -> dict[str, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_SERVICE")} | {"PYTHONPATH": str(REPO)}
-    out = subprocess.run([sys.executable, "-m", "tfm", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {k: float(v) for k, v in re.findall(r"│\s*((?:val|test)/\w+)\s*│\s*([-0-9.e]+)\s*│", out.stdout)}
-
-
-DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 
 
 @pytest.mark.parametrize("task", TASKS)

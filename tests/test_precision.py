@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import TINY_VIT
+
 from tfm.cli import main
 
 CLIP = 1e-3  # far below the first step's gradient norm: clipping always acts

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import crafted
 
-from tfm.runs import newest_checkpoint
 from tfm.errors import UserError
 from tfm.pretrained import Pretrained, read_checkpoint
+from tfm.runs import newest_checkpoint
 from tfm.tasks import BertPretraining, ImageClassification, Translation
 from tfm.tasks.bert import load_bert_backbone
 from tfm.tasks.translation import load_translation_weights

@@ -12,6 +12,8 @@ from resume_helper import assert_exact_resume
 
 from tfm.cli import main
 
+pytestmark = [pytest.mark.slow]
+
 TASKS = {
     # dropout, stochastic depth, EMA and several epochs: everything that could drift on a resume
     "vit_tiny_fashion": ("configs/vit_tiny_fashion.yaml", [*TINY_VIT, "--model.dropout=0.1", "--model.drop_path_rate=0.2",

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_VIT
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("slurmctld") is None or shutil.which("munged") is None,
     reason="needs root and Debian's slurm-wlm + munge (make test installs them when run as root on Debian)",
-)
+)]
 
 
 @pytest.fixture(scope="module")

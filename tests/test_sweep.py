@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, TINY_VIT
+
 from tfm.errors import UserError
 from tfm.sweep import Trial, _sweep_run, check_parameters, command_for, load_sweep
 
@@ -56,6 +56,7 @@ def _sweep(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "tfm", "sweep", *args], cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_serverless_grid_sweep_ranks_trials_and_writes_the_best_config(tmp_path):
     path = _write_sweep(tmp_path, {"model.lr": {"values": [0.003, 0.0001]}})
     root = tmp_path / "runs"
@@ -78,6 +79,7 @@ def test_serverless_grid_sweep_ranks_trials_and_writes_the_best_config(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_unknown_sweep_parameter_fails_before_any_trial(tmp_path):
     path = _write_sweep(tmp_path, {"model.lr": {"values": [0.001]}, "model.lrr": {"values": [0.1, 0.2]}})
     out = _sweep([str(path), "--root", str(tmp_path / "runs"), "--", *TRIAL_ARGS])

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import FEW_STEPS, REPO, TINY_VIT
+
 from tfm.cli import main
+
+pytestmark = [pytest.mark.slow]
 
 ARGS = ["--config", "configs/vit_tiny_fashion.yaml", *TINY_VIT, *FEW_STEPS, "--trainer.limit_train_batches=4",
         "--trainer.max_epochs=100", "--run.save_every_n_steps=1", "--run.test_after_fit=false", "--run.media_images=0",

@@ -3,13 +3,10 @@ folders, Hugging Face datasets, and the bad input that must end in one clear lin
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from conftest import FASHION
+from conftest import FASHION, write_coco, write_mask_folder
 
 from tfm.data import DetectionDataModule, SegmentationDataModule
 from tfm.data.images import load_fashion_mnist
@@ -124,25 +121,6 @@ def test_training_batches_are_seeded_and_resumable():
 # --- COCO ------------------------------------------------------------------------------------------
 
 
-def write_coco(root: Path, images=((40, 30), (40, 30), (20, 20)), annotations=None, name="train.json") -> Path:
-    from PIL import Image
-
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "images").mkdir(exist_ok=True)
-    ims = []
-    for i, (w, h) in enumerate(images, start=1):
-        Image.fromarray(np.full((h, w, 3), 60 * i, dtype=np.uint8)).save(root / "images" / f"im{i}.png")
-        ims.append({"id": i, "file_name": f"im{i}.png", "width": w, "height": h})
-    if annotations is None:
-        annotations = [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [2, 3, 10, 5]},
-                       {"id": 2, "image_id": 1, "category_id": 3, "bbox": [20, 10, 20, 20]},
-                       {"id": 3, "image_id": 2, "category_id": 7, "bbox": [0, 0, 40, 30]}]
-    data = {"images": ims, "annotations": annotations, "categories": [{"id": 7, "name": "cat"}, {"id": 3, "name": "dog"}]}
-    path = root / name
-    path.write_text(json.dumps(data))
-    return path
-
-
 def test_read_coco(tmp_path):
     records, names, ids = read_coco(write_coco(tmp_path / "coco"))
     assert names == ["dog", "cat"] and ids == [3, 7]
@@ -169,23 +147,6 @@ def test_coco_bad_input_is_one_clear_line(tmp_path):
 
 
 # --- mask folders and HF -------------------------------------------------------------------------------
-
-
-def write_mask_folder(root: Path, n: int = 6, top: int = 2, palette: bool = True) -> Path:
-    from PIL import Image
-
-    for sub in ("images", "masks"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        Image.fromarray(np.full((24, 32, 3), 20 * i, dtype=np.uint8)).save(root / "images" / f"{i}.jpg")
-        m = np.zeros((24, 32), dtype=np.uint8)
-        m[4:12, 4:20] = 1 + i % top
-        m[0, :] = 255  # VOC's ignore colour
-        im = Image.fromarray(m, mode="P" if palette else "L")
-        if palette:
-            im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [255, 255, 255] * 253)
-        im.save(root / "masks" / f"{i}.png")
-    return root
 
 
 def test_mask_folder(tmp_path):

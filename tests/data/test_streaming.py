@@ -9,8 +9,8 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+from conftest import DDP, run_cli
 from resume_helper import assert_exact_resume
-from test_ddp import DDP, run_cli
 
 from tfm.cli import main
 from tfm.data.translation import TranslationDataModule, read_bible
@@ -50,6 +50,7 @@ def test_a_stream_is_read_in_seeded_blocks_and_resumes_at_the_batch(tmp_path):
         assert all(torch.equal(a["src_ids"], b["src_ids"]) and torch.equal(a["tgt_out"], b["tgt_out"]) for a, b in zip(rest, batches[k + 1 :]))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_of_a_streamed_run_is_bitwise_exact(tmp_path):
     args = [*TINY, *pair_files(tmp_path / "data"), "--data.cache_dir=" + str(tmp_path / "cache"), "--trainer.limit_train_batches=7",
             "--trainer.limit_val_batches=1"]
@@ -57,6 +58,8 @@ def test_sigkill_then_resume_of_a_streamed_run_is_bitwise_exact(tmp_path):
     assert_exact_resume("configs/translation_small_bible.yaml", args, tmp_path, steps=12, seed=5)
 
 
+@pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_ranks_read_their_own_part_and_checkpoint_both_positions(tmp_path):
     common = ["--config", "configs/translation_small_bible.yaml", *TINY, *pair_files(tmp_path / "data"), f"--run.root={tmp_path / 'runs'}",
               f"--data.cache_dir={tmp_path / 'cache'}", "--run.wandb=false", "--run.media_images=0", "--trainer.enable_progress_bar=false",
@@ -97,6 +100,7 @@ def test_a_streamed_run_needs_max_steps(tmp_path, capsys):
                                                                 "--trainer.max_steps (the schedule needs it)")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_of_streamed_pretraining_is_bitwise_exact(tmp_path):
     """Documents streamed from a folder: pairs drawn and masked per block, held-out documents skipped."""
     from tfm.data.text import read_brown

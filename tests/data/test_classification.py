@@ -383,6 +383,7 @@ def test_a_stream_is_read_in_seeded_blocks_and_resumes_at_the_batch(streamed, ca
                    for key in ("input_ids", "token_type_ids", "attention_mask", "labels"))
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_of_a_streamed_classifier_is_bitwise_exact(tmp_path, streamed):
     from resume_helper import assert_exact_resume
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FASHION, TINY_VIT
+from conftest import FASHION, TINY_VIT, write_coco
 
 from tfm.cli import main
 from tfm.nn import box_iou, center_targets, decode_centers, generalized_box_iou, masks_to_boxes
@@ -130,8 +130,6 @@ def test_fit_validate_pictures_and_predict_through_the_cli(tmp_path):
 
 
 def test_coco_files_through_the_cli_and_bad_boxes(tmp_path, capsys):
-    from test_scenes import write_coco
-
     folder = tmp_path / "coco"
     write_coco(folder)
     write_coco(folder, name="val.json")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import FEW_STEPS, TINY_VIT
+from conftest import FEW_STEPS, TINY_VIT, write_mask_folder
 
 from tfm.cli import main
 from tfm.nn import LinearDecoder, ProgressiveDecoder, ViTSegmenter, resize_pos_embed
@@ -107,8 +107,6 @@ def test_backbone_from_an_image_classification_checkpoint(tmp_path):
 
 
 def test_mask_above_the_classes_through_the_cli_is_one_line(tmp_path, capsys):
-    from test_scenes import write_mask_folder
-
     root = write_mask_folder(tmp_path / "seg", top=4)
     (root / "classes.txt").write_text("background\nround\nsquare\n")
     with pytest.raises(SystemExit) as e:
