@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
@@ -27,6 +26,8 @@ from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision.utils import save_image
+
+from .checkpointing import write_atomic
 
 
 def measure_matmul_peak(n: int | None = None, reps: int = 4, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> float:
@@ -227,13 +228,7 @@ class PredictionWriter(BasePredictionWriter):
         path = Path(self.path or Path(trainer.log_dir or ".") / "predictions.jsonl")
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-        os.replace(tmp, path)
-        self.written = path
+        self.written = write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
         rank_zero_info(f"tfm: wrote {len(rows)} predictions to {path}")
 
 

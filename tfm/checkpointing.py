@@ -31,24 +31,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if type(fs).__name__ != "LocalFileSystem":  # object stores: uploads are atomic already
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         torch.save(checkpoint, buffer)
-        partial = target.with_name(f"{target.name}{PARTIAL}{os.getpid()}")
         try:
-            with open(partial, "wb") as f:
-                f.write(buffer.getbuffer())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(partial, target)
+            write_atomic(target, buffer.getbuffer())
         except OSError as e:
-            partial.unlink(missing_ok=True)
             if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                 raise UserError(
                     f"cannot write checkpoint {target}: {os.strerror(e.errno).lower()}; the earlier checkpoints are intact: "
                     "free space, then resume with --ckpt_path last"
                 ) from None
             raise
+
+
+def write_atomic(path: Path, data: str | bytes | memoryview) -> Path:
+    """``data`` into ``path`` whole or not at all: written to ``<name>.partial-<pid>`` beside it, flushed to disk, then
+    moved over it in one ``os.replace``; on a failure the partial file is removed and ``path`` is as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}{PARTIAL}{os.getpid()}")
+    try:
+        with open(partial, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return path
 
 
 def remove_partial_checkpoints(folder: Path) -> list[Path]:

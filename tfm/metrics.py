@@ -20,10 +20,11 @@ import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import sacrebleu
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.text import squad
+from torchmetrics.functional.text import rouge_score, squad
 from torchmetrics.utilities import dim_zero_cat
 
 Entity = tuple[str, int, int]  # type, first position, last position (inclusive)
@@ -260,3 +261,11 @@ class SQuADv2(Metric):
             out.update(NoAns_exact=100 * (self.exact - self.has_exact) / no_total,
                        NoAns_f1=100 * (self.f1 - self.has_f1) / no_total)
         return {k: v.float() for k, v in out.items()}
+
+
+def translation_scores(hypotheses: list[str], references: list[str]) -> dict[str, float]:
+    """Corpus-level scores of detokenised translations: sacreBLEU (``13a``), chrF and ROUGE-L (F-measure)."""
+    bleu = sacrebleu.corpus_bleu(hypotheses, [references], tokenize="13a")
+    chrf = sacrebleu.corpus_chrf(hypotheses, [references])
+    rouge = rouge_score(hypotheses, references, rouge_keys="rougeL")["rougeL_fmeasure"]
+    return {"bleu": bleu.score, "chrf": chrf.score, "rougeL": float(rouge)}

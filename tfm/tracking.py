@@ -84,3 +84,10 @@ def finish_wandb() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.finish()
+
+
+def log_table(loggers: list[Any], key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
+    """A table of rows (e.g. sample translations) to the run's W&B logger, if it has one."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key, columns=columns, data=data, step=step)

@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from tfm.cli import main
-from tfm.nn.seq2seq import label_smoothed_cross_entropy
-from tfm.tasks.translation import label_smoothed_loss
+from tfm.nn.seq2seq import label_smoothed_cross_entropy, label_smoothed_loss
 
 TINY = ["--model.arch=transformer_tiny", "--model.dim=32", "--model.ffn_dim=64", "--model.num_heads=2", "--model.encoder_layers=1",
         "--model.decoder_layers=1", "--data.vocab_size=400", "--data.max_tokens=1024", "--model.warmup_steps=2", "--model.max_len_b=6",

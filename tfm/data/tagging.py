@@ -35,7 +35,7 @@ FILE_SOURCES = ("conll", "conllu")
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 _BIO_TAG = re.compile(r"^[BIES]-.+")
 # NLTK's universal_tagset/en-brown.map as rules on the base tag: 17 of the corpus' 1,161,192 tokens differ (rare
-# contractions and genitives such as cd$, ap$, rb$); tests/test_tagging_data.py keeps that check.
+# contractions and genitives such as cd$, ap$, rb$); tests/data/test_tagging.py keeps that check.
 _BROWN_BASE = {base: tag for tag, bases in {
     "NOUN": "nn nns np nps nr nrs pn", "CONJ": "cc", "NUM": "cd", "X": "nil", ".": ". , : ( ) -- `` '' '",
     "VERB": "vb vbd vbg vbn vbz md be bed bedz beg bem ben ber bez do dod doz hv hvd hvg hvn hvz",

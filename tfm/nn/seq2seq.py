@@ -322,6 +322,30 @@ def label_smoothed_cross_entropy(
     return _LabelSmoothedCE.apply(logits, target, float(smoothing), int(ignore_index))
 
 
+def token_losses(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Label-smoothed cross-entropy and plain NLL of every target token ``(B, T)`` (zero at
+    padding), and the mask of real tokens.
+
+    With ``V`` classes the smoothed target puts ``1 - epsilon + epsilon / V`` on the true token and
+    ``epsilon / V`` on every other one (as ``torch.nn.functional.cross_entropy(label_smoothing=)``):
+    ``loss = (1 - epsilon) * nll + epsilon * mean_v(-log p_v)``.
+    """
+    lprobs = F.log_softmax(logits.float(), dim=-1)
+    keep = target != ignore_index
+    nll = -lprobs.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
+    smooth = -lprobs.mean(-1)
+    loss = (1.0 - epsilon) * nll + epsilon * smooth
+    zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
+    return torch.where(keep, loss, zero), torch.where(keep, nll, zero), keep
+
+
+def label_smoothed_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Mean label-smoothed cross-entropy over the non-pad target tokens, and the mean NLL."""
+    loss, nll, keep = token_losses(logits, target, epsilon, ignore_index)
+    n = keep.sum().clamp(min=1)
+    return loss.sum() / n, nll.sum() / n
+
+
 # builders ------------------------------------------------------------------------------------------
 
 TRANSFORMER_PRESETS: dict[str, dict[str, Any]] = {

@@ -168,6 +168,16 @@ class TaskModule(pl.LightningModule, metaclass=_AfterInit):
             return self.ema.module
         return self.net
 
+    def gather_rows(self, rows: list[tuple]) -> list[tuple]:
+        """Per-example rows ``(index, ...)`` of every rank, each example once (a rank's shard is padded with
+        repeats), in the split's order: every rank then computes the same corpus-level scores."""
+        if self.trainer.world_size > 1:
+            shards: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, rows)
+            rows = [r for shard in shards for r in shard]
+        unique = {r[0]: r for r in rows}
+        return [unique[i] for i in sorted(unique)]
+
     # --- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         groups = param_groups(self.net, self.weight_decay, self.layer_decay)

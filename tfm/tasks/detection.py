@@ -4,7 +4,6 @@ dense head (CenterNet heatmap + TTFNet box regression), scored with COCO mAP."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +12,7 @@ from torch import Tensor
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.utils import draw_bounding_boxes
 
+from ..checkpointing import write_atomic
 from ..errors import UserError
 from ..nn.dense import ViTDetector, center_loss, center_targets, decode_centers, single_thread
 from .dense import Batch, DenseTask
@@ -234,12 +234,6 @@ class ObjectDetection(DenseTask):
 
     def on_predict_epoch_end(self) -> None:
         """The COCO results file (one per rank under DDP), written atomically."""
-        out_dir = self._predict_dir()
-        out_dir.mkdir(parents=True, exist_ok=True)
         name = "detections.json" if self.trainer.world_size == 1 else f"detections.rank{self.trainer.global_rank}.json"
-        path = out_dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self._results))
-        os.replace(tmp, path)
-        self.detections_path: Path = path
+        self.detections_path: Path = write_atomic(self._predict_dir() / name, json.dumps(self._results))
         self._results = []

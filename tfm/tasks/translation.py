@@ -4,50 +4,31 @@ evaluated with beam search, detokenised sacreBLEU / chrF and ROUGE-L."""
 from __future__ import annotations
 
 import math
-import os
+from itertools import takewhile
 from pathlib import Path
 from typing import Any
 
-import sacrebleu
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
-from torchmetrics.functional.text import rouge_score
 
+from ..checkpointing import write_atomic
 from ..errors import UserError
+from ..metrics import translation_scores
 from ..nn.convert import load_hf_marian
 from ..nn.generation import GenerationConfig, generate
-from ..nn.seq2seq import TRANSFORMER_PRESETS, Seq2SeqTransformer, create_transformer, label_smoothed_cross_entropy
+from ..nn.seq2seq import (
+    TRANSFORMER_PRESETS,
+    Seq2SeqTransformer,
+    create_transformer,
+    label_smoothed_cross_entropy,
+    token_losses,
+)
 from ..pretrained import Pretrained
+from ..tracking import log_table
 from .base import Schedule, TaskModule
 
 Batch = dict[str, Any]
-
-
-def token_losses(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Label-smoothed cross-entropy and plain NLL of every target token ``(B, T)`` (zero at
-    padding), and the mask of real tokens.
-
-    With ``V`` classes the smoothed target puts ``1 - epsilon + epsilon / V`` on the true token and
-    ``epsilon / V`` on every other one (as ``torch.nn.functional.cross_entropy(label_smoothing=)``):
-    ``loss = (1 - epsilon) * nll + epsilon * mean_v(-log p_v)``.
-    """
-    lprobs = F.log_softmax(logits.float(), dim=-1)
-    keep = target != ignore_index
-    nll = -lprobs.gather(-1, target.clamp(min=0)[..., None]).squeeze(-1)
-    smooth = -lprobs.mean(-1)
-    loss = (1.0 - epsilon) * nll + epsilon * smooth
-    zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
-    return torch.where(keep, loss, zero), torch.where(keep, nll, zero), keep
-
-
-def label_smoothed_loss(logits: Tensor, target: Tensor, epsilon: float, ignore_index: int) -> tuple[Tensor, Tensor]:
-    """Mean label-smoothed cross-entropy over the non-pad target tokens, and the mean NLL."""
-    loss, nll, keep = token_losses(logits, target, epsilon, ignore_index)
-    n = keep.sum().clamp(min=1)
-    return loss.sum() / n, nll.sum() / n
 
 
 def load_translation_weights(init_from: str, vocab_size: int, tgt_vocab_size: int | None, dropout: float) -> Seq2SeqTransformer:
@@ -158,24 +139,15 @@ class Translation(TaskModule):
         self.translations: list[str] = []
         self.decoded: list[tuple[int, str, str, str]] = []
 
-    @staticmethod
-    def build(hp: dict[str, Any]) -> Seq2SeqTransformer:
-        """The model of the hyper-parameters ``hp`` (a preset with the fields set in ``hp``)."""
-        fields = ("dim", "encoder_layers", "decoder_layers", "num_heads", "ffn_dim", "activation", "norm_first")
-        overrides = {k: hp[k] for k in fields if hp.get(k) is not None}
-        return create_transformer(
-            hp["arch"],
-            vocab_size=hp["vocab_size"],
-            tgt_vocab_size=hp.get("tgt_vocab_size"),
-            pad_token_id=hp["pad_token_id"],
-            max_positions=hp.get("max_positions", 1024),
-            dropout=hp.get("dropout", 0.1),
-            attn_dropout=hp.get("attn_dropout", 0.0),
-            activation_dropout=hp.get("activation_dropout", 0.0),
-            **overrides,
-        )
+    #: the hyper-parameters that build the network (the others configure training and decoding)
+    NET_ARGS = ("vocab_size", "tgt_vocab_size", "pad_token_id", "max_positions", "dim", "encoder_layers", "decoder_layers",
+                "num_heads", "ffn_dim", "activation", "norm_first", "dropout", "attn_dropout", "activation_dropout")
 
-    # --- training ---------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, hp: dict[str, Any]) -> Seq2SeqTransformer:
+        """The model of the hyper-parameters ``hp``: its preset with the fields that ``hp`` sets."""
+        return create_transformer(hp["arch"], **{k: hp.get(k) for k in cls.NET_ARGS})
+
     def forward(self, batch: Batch, net: torch.nn.Module | None = None) -> Tensor:
         src = batch["src_ids"]
         return (net or self.net)(src, batch["tgt_in"], src == self.pad_token_id)
@@ -193,20 +165,14 @@ class Translation(TaskModule):
         """(sentences, target tokens) of a batch, for throughput."""
         return len(batch["src_ids"]), int((batch["tgt_out"] != self.pad_token_id).sum())
 
-    # --- decoding ---------------------------------------------------------------------------------
     @torch.no_grad()
     def translate(self, src_ids: Tensor, net: torch.nn.Module | None = None, **overrides: Any) -> list[list[int]]:
         """Beam search (or greedy with ``num_beams=1``): the best hypothesis of each source, as
         token ids without [START] and [END]."""
         model = net or self.eval_net
         out = generate(model, src_ids, src_ids == self.pad_token_id, self.decoding, **overrides)
-        hyps = []
-        for seq in out.sequences.tolist():
-            seq = [t for t in seq if t not in (self.bos_token_id, self.pad_token_id)]
-            if self.eos_token_id in seq:
-                seq = seq[: seq.index(self.eos_token_id)]
-            hyps.append(seq)
-        return hyps
+        kept = ([t for t in seq if t not in (self.bos_token_id, self.pad_token_id)] for seq in out.sequences.tolist())
+        return [list(takewhile(lambda t: t != self.eos_token_id, seq)) for seq in kept]  # up to the first [END]
 
     def _decode_batch(self, batch: Batch) -> list[str]:
         detok = self.trainer.datamodule.decode  # the DataModule owns the tokenizer
@@ -225,18 +191,8 @@ class Translation(TaskModule):
             hyps = self._decode_batch(batch)
             self._decoded += list(zip(batch["index"].tolist(), batch["src_text"], batch["tgt_text"], hyps))
 
-    def _gathered(self, rows: list[tuple]) -> list[tuple]:
-        """Per-sentence rows of every rank, each sentence once (a rank's shard is padded with
-        repeats), in the split's order: every rank then computes the same corpus-level scores."""
-        if self.trainer.world_size > 1:
-            shards: list[Any] = [None] * self.trainer.world_size
-            torch.distributed.all_gather_object(shards, rows)
-            rows = [r for shard in shards for r in shard]
-        unique = {r[0]: r for r in rows}
-        return [unique[i] for i in sorted(unique)]
-
     def _log_losses(self, stage: str) -> None:
-        rows, self._sums = self._gathered(self._sums), []
+        rows, self._sums = self.gather_rows(self._sums), []
         ntok = sum(r[3] for r in rows)
         if not ntok:
             return
@@ -246,27 +202,19 @@ class Translation(TaskModule):
 
     def _score(self, stage: str) -> None:
         """Corpus-level scores of the whole split (every rank's sentences, each once)."""
-        rows, self._decoded = self._gathered(self._decoded), []
+        rows, self._decoded = self.gather_rows(self._decoded), []
         self.decoded = rows  # (index, source, reference, hypothesis) of the last evaluation
         if not rows:
             return
-        hyps, refs = [r[3] for r in rows], [r[2] for r in rows]
-        bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize="13a")
-        chrf = sacrebleu.corpus_chrf(hyps, [refs])
-        rouge = rouge_score(hyps, refs, rouge_keys="rougeL")["rougeL_fmeasure"]
-        self.log_dict({f"{stage}/bleu": bleu.score, f"{stage}/chrf": chrf.score, f"{stage}/rougeL": float(rouge)}, prog_bar=stage == "val",
-                      rank_zero_only=False)
+        scores = translation_scores([r[3] for r in rows], [r[2] for r in rows])
+        self.log_dict({f"{stage}/{k}": v for k, v in scores.items()}, prog_bar=stage == "val", rank_zero_only=False)
         self._log_samples(stage, rows)
 
     def _log_samples(self, stage: str, rows: list[tuple[int, str, str, str]]) -> None:
-        if not self.num_samples or self.trainer.global_rank != 0:
-            return
-        step = max(1, len(rows) // self.num_samples)
-        picks = rows[::step][: self.num_samples]
-        for logger in self.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_table(f"{stage}/translations", columns=["source", "reference", "hypothesis"],
-                                 data=[[s, r, h] for _, s, r, h in picks], step=self.global_step)
+        if self.num_samples and self.trainer.global_rank == 0:
+            picks = rows[:: max(1, len(rows) // self.num_samples)][: self.num_samples]
+            log_table(self.loggers, f"{stage}/translations", ["source", "reference", "hypothesis"],
+                      [[s, r, h] for _, s, r, h in picks], self.global_step)
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -290,15 +238,12 @@ class Translation(TaskModule):
         return hyps
 
     def on_predict_epoch_end(self) -> None:
-        rows, self._decoded = self._gathered(self._decoded), []
+        rows, self._decoded = self.gather_rows(self._decoded), []
         self.translations = [r[3] for r in rows]
         lines = self.trainer.datamodule.predict_lines(self.translations)  # blank input lines stay blank
         if self.trainer.global_rank != 0:
             return
         path = Path(self.predict_output or Path(self.trainer.log_dir or ".") / "translations.txt")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".partial-{os.getpid()}")
-        tmp.write_text("".join(t + "\n" for t in lines), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, "".join(t + "\n" for t in lines))
 
         rank_zero_info(f"tfm: wrote {len(self.translations)} translations to {path}")
