@@ -37,7 +37,7 @@ from .sources import (
     text_digest,
     text_lines,
 )
-from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
+from .tokenizers import TextDataModule, wordpiece_tokenizer
 
 FORTUNES = Path(__file__).resolve().parents[2] / "data" / "fortunes" / "fortunes.tar.gz"
 STREAM_TOKENIZER_ROWS = 100_000  # the head of a training stream that a vocabulary is trained on
@@ -319,31 +319,26 @@ class TextClassificationDataModule(TextDataModule):
         vocab_size: size of the vocabulary to train.
         lowercase: whether the vocabulary to train is uncased.
         max_seq_length: tokens per example with ``[CLS]`` and ``[SEP]``; longer texts are truncated, longer first.
-        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
         val_fraction: share held out for validation when splits are made from the training data.
         test_fraction: share held out for testing, likewise.
         split_seed: seed of those splits.
-        cache_dir: cache folder of tokenizers and read files (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
         streaming: read the training split of a ``hf:`` or ``save_to_disk`` dataset as trained on: blocks shuffled
             from ``(seed, epoch, block)``, resumed exactly; validation (needed) and test read whole; label names from
             a ClassLabel, else the validation split; the vocabulary from the stream's first 100,000 rows.
         stream_block_size: rows per shuffled block of a stream (larger: better mixed, more memory).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
-        seed: data order seed (runs resume with exactly the same batches).
+        **kwargs: ``cache_dir``, ``pad_to_multiple_of`` (:class:`~tfm.data.tokenizers.TextDataModule`), ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``seed`` (:class:`~tfm.data.loading.ResumableDataModule`).
     """
 
     def __init__(self, source: str = "fortunes", train_file: str | None = None, validation_file: str | None = None,
                  test_file: str | None = None, predict_file: str | None = None, text_column: str = "text",
                  text_pair_column: str | None = None, label_column: str = "label",
                  problem_type: ProblemType | None = None, tokenizer: str | None = None, vocab_size: int = 8192,
-                 lowercase: bool = True, max_seq_length: int = 128, pad_to_multiple_of: int | None = 8,
-                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-                 cache_dir: str | None = None, streaming: bool = False, stream_block_size: int = 10_000,
-                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 lowercase: bool = True, max_seq_length: int = 128,
+                 val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0, streaming: bool = False,
+                 stream_block_size: int = 10_000,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         least, needs = (5, "[CLS] A [SEP] B [SEP]") if text_pair_column else (3, "[CLS] text [SEP]")
         table, vocab = "a CSV, TSV, JSON or JSON-lines file", "a tokenizer.json, a vocab.txt or a folder holding one"
         files = {"train_file": (train_file, table), "validation_file": (validation_file, table),
@@ -358,8 +353,6 @@ class TextClassificationDataModule(TextDataModule):
              f"--data.val_fraction + --data.test_fraction = {val_fraction + test_fraction} leaves no training data"),
             (max_seq_length < least,
              f"--data.max_seq_length {max_seq_length} is too short: {needs} needs at least {least}"),
-            (pad_to_multiple_of is not None and pad_to_multiple_of < 1,
-             f"--data.pad_to_multiple_of {pad_to_multiple_of} must be at least 1 (or null)"),
             (train_file is None and (validation_file or test_file), ("--data.validation_file and --data.test_file "
              "need --data.train_file (labels and the vocabulary come from it)")),
             *((f is not None and not Path(f).expanduser().exists(), f"--data.{option} {f} does not exist: pass {kind}")
@@ -372,9 +365,8 @@ class TextClassificationDataModule(TextDataModule):
         self.text_column, self.text_pair_column = text_column, text_pair_column
         self.label_column, self._problem_type_arg = label_column, problem_type
         self.tokenizer_path, self.vocab_size, self.lowercase = tokenizer, vocab_size, lowercase
-        self.max_seq_length, self.pad_to_multiple_of = max_seq_length, pad_to_multiple_of
-        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.cache_dir, self.streaming, self.stream_block_size = cache_root(cache_dir), streaming, stream_block_size
+        self.max_seq_length, self.val_fraction, self.test_fraction = max_seq_length, val_fraction, test_fraction
+        self.split_seed, self.streaming, self.stream_block_size = split_seed, streaming, stream_block_size
         self.folder = self.cache_dir / "classification"  # read files
         self._kind = self._check_source() if train_file is None else "files"
         if streaming and self._kind not in ("hf", "disk"):

@@ -24,7 +24,7 @@ from ..errors import UserError
 from .loading import ArrowRows, PadCollator, mix_seed, seeded_rngs
 from .sources import SPLITS, build_cached, check_num_proc, load_shards, preparation_processes, quiet_fork
 from .text import resolve_source, row_sentences, row_sizes, sample_rows
-from .tokenizers import CONTINUATION_PREFIX, TextDataModule, cache_root, special_ids, wordpiece_tokenizer
+from .tokenizers import CONTINUATION_PREFIX, TextDataModule, special_ids, wordpiece_tokenizer
 
 Document = Sequence[list[int]]  # one token-id list per sentence
 Instance = tuple[list[int], list[int], bool]  # segment A, segment B, B is a random next
@@ -252,12 +252,8 @@ class BertPretrainingDataModule(TextDataModule):
         streaming: stream the training documents of a ``hf:`` dataset or text / Parquet files (resumes exactly);
             validation and test are held out by text hash from the first ``max_documents`` (default 10,000).
         stream_block_size: documents per block of a stream, whose pairs are drawn, shuffled and masked together.
-        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
-        cache_dir: cache folder of prepared data (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
-        seed: data order and masking seed.
+        **kwargs: ``cache_dir``, ``pad_to_multiple_of`` (:class:`~tfm.data.tokenizers.TextDataModule`), ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``seed`` (:class:`~tfm.data.loading.ResumableDataModule`).
     """
 
     def __init__(self, source: str = "brown", tokenizer: str | None = None, vocab_size: int = 8192,
@@ -266,9 +262,8 @@ class BertPretrainingDataModule(TextDataModule):
                  dupe_factor: int = 1, val_fraction: float = 0.05, test_fraction: float = 0.05, split_seed: int = 0,
                  max_documents: int | None = None, tokenizer_sample_bytes: int = 100_000_000,
                  num_proc: int | None = None, streaming: bool = False, stream_block_size: int = 1000,
-                 pad_to_multiple_of: int | None = 8, cache_dir: str | None = None, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int | None = None, seed: int = 0) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         for name, p in (("short_seq_prob", short_seq_prob), ("nsp_prob", nsp_prob), ("val_fraction", val_fraction),
                         ("test_fraction", test_fraction)):
             if not 0.0 <= p <= 1.0:
@@ -295,11 +290,10 @@ class BertPretrainingDataModule(TextDataModule):
         self.vocab_size, self.lowercase = vocab_size, lowercase
         self.max_seq_length, self.short_seq_prob, self.nsp_prob = max_seq_length, short_seq_prob, nsp_prob
         self.dupe_factor, self.mlm_probability = dupe_factor, mlm_probability
-        self.whole_word_masking, self.pad_to_multiple_of = whole_word_masking, pad_to_multiple_of
+        self.whole_word_masking = whole_word_masking
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
         self.streaming, self.stream_block_size = streaming, stream_block_size
         self.max_documents, self.tokenizer_sample_bytes, self.num_proc = max_documents, tokenizer_sample_bytes, num_proc
-        self.cache_dir = cache_root(cache_dir)
         self._documents: Any = None
         self._splits: dict[str, ArrowRows] = {}
 

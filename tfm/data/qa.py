@@ -23,7 +23,7 @@ from .loading import PadCollator
 from .sources import SPLITS, STAGE_SPLITS, HubSpec, build_cached, json_lines, load_splits, require_columns
 from .synthetic.brown_qa import GENERATED_FORMAT, QAExample, generate_brown_qa
 from .text import BROWN
-from .tokenizers import TextDataModule, cache_root, wordpiece_tokenizer
+from .tokenizers import TextDataModule, wordpiece_tokenizer
 
 _CACHE_FORMAT = 1
 _FILE_HINT = "pass a SQuAD JSON file or JSON lines of {id, question, context}"
@@ -300,12 +300,8 @@ class QuestionAnsweringDataModule(TextDataModule):
         n_best_size: start and end candidates per window.
         null_score_diff_threshold: v2: predict no answer when ``null - best`` exceeds it.
         split_seed: seed of the generated set (questions and document split).
-        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
-        cache_dir: cache folder (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
-        seed: data order seed.
+        **kwargs: ``cache_dir``, ``pad_to_multiple_of`` (:class:`~tfm.data.tokenizers.TextDataModule`), ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``seed`` (:class:`~tfm.data.loading.ResumableDataModule`).
     """
 
     def __init__(self, source: str = "generated", train_file: str | None = None, validation_file: str | None = None,
@@ -313,10 +309,8 @@ class QuestionAnsweringDataModule(TextDataModule):
                  tokenizer: str | None = None, vocab_size: int = 8192, lowercase: bool = True,
                  max_seq_length: int = 384, doc_stride: int = 128, max_query_length: int = 64,
                  max_answer_length: int = 30, n_best_size: int = 20, null_score_diff_threshold: float = 0.0,
-                 split_seed: int = 0, pad_to_multiple_of: int | None = 8, cache_dir: str | None = None,
-                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None,
-                 seed: int = 0) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+                 split_seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         check_window(max_seq_length, doc_stride, max_query_length)
         if max_answer_length < 1 or n_best_size < 1:
             raise UserError(f"--data.max_answer_length {max_answer_length} and --data.n_best_size {n_best_size} "
@@ -345,7 +339,6 @@ class QuestionAnsweringDataModule(TextDataModule):
         self.max_seq_length, self.doc_stride, self.max_query_length = max_seq_length, doc_stride, max_query_length
         self.max_answer_length, self.n_best_size = max_answer_length, n_best_size
         self.null_score_diff_threshold, self.split_seed = null_score_diff_threshold, split_seed
-        self.pad_to_multiple_of, self.cache_dir = pad_to_multiple_of, cache_root(cache_dir)
         self._examples: dict[str, list[QAExample]] = {}
         self._features: dict[str, QAFeatures] = {}
         self._hub: Any = None  # the DatasetDict of an hf: source

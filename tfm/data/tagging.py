@@ -26,7 +26,7 @@ from .loading import PadCollator, mix_seed
 from .sources import SPLITS, STAGE_SPLITS, HubSpec, load_splits, require_columns, text_digest
 from .synthetic.brown_ner import Tagged, base_tag, brown_ner_corpus, sample_ner_split
 from .text import BROWN, read_brown
-from .tokenizers import TextDataModule, cache_root, special_ids, wordpiece_tokenizer
+from .tokenizers import TextDataModule, special_ids, wordpiece_tokenizer
 
 UNIVERSAL_TAGS = ("NOUN", "VERB", "ADJ", "ADV", "PRON", "DET", "ADP", "NUM", "CONJ", "PRT", ".", "X")
 NER_TAGS = ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC")  # CoNLL-2003's order
@@ -287,12 +287,8 @@ class TokenClassificationDataModule(TextDataModule):
         test_fraction: share of the Brown documents held out for testing (Brown sources).
         split_seed: seed of the Brown document split and of the ``ner_brown`` sampling.
         max_sentences: use only the first sentences of each split (quick runs).
-        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
-        cache_dir: cache folder (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
-        batch_size: training batch size per device.
-        eval_batch_size: evaluation batch size (default: ``batch_size``).
-        num_workers: DataLoader worker processes (default: none on a CPU, up to 8 on a GPU).
-        seed: data order seed.
+        **kwargs: ``cache_dir``, ``pad_to_multiple_of`` (:class:`~tfm.data.tokenizers.TextDataModule`), ``batch_size``,
+            ``eval_batch_size``, ``num_workers``, ``seed`` (:class:`~tfm.data.loading.ResumableDataModule`).
     """
 
     def __init__(
@@ -300,10 +296,8 @@ class TokenClassificationDataModule(TextDataModule):
         test_file: str | None = None, tag_column: int | str | None = None, word_column: str = "tokens",
         tokenizer: str | None = None, vocab_size: int = 8192, lowercase: bool = False, max_seq_length: int = 128,
         label_all_subtokens: bool = False, val_fraction: float = 0.1, test_fraction: float = 0.1, split_seed: int = 0,
-        max_sentences: int | None = None, pad_to_multiple_of: int | None = 8, cache_dir: str | None = None,
-        batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int | None = None, seed: int = 0,
-    ) -> None:
-        super().__init__(batch_size, eval_batch_size, num_workers, seed)
+        max_sentences: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         files, hub = {"train": train_file, "validation": validation_file, "test": test_file}, source.startswith("hf:")
         on_files, given = source in FILE_SOURCES, [f"--data.{s}_file" for s, f in files.items() if f is not None]
         needed = [f"--data.{s}_file" for s in ("train", "validation") if files[s] is None]
@@ -340,8 +334,7 @@ class TokenClassificationDataModule(TextDataModule):
         self.tokenizer_path, self.vocab_size, self.lowercase = tokenizer, vocab_size, lowercase
         self.max_seq_length, self.label_all_subtokens = max_seq_length, label_all_subtokens
         self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
-        self.max_sentences, self.pad_to_multiple_of = max_sentences, pad_to_multiple_of
-        self.cache_dir = cache_root(cache_dir)
+        self.max_sentences = max_sentences
         self._label_names: list[str] | None = list(BUILTIN_LABELS[source]) if source in BUILTIN_LABELS else None
         self._encoded: dict[str, TaggedExamples] = {}
 

@@ -154,10 +154,22 @@ def save_tokenizer(tok: Tokenizer, folder: str | Path) -> Path:
 
 class TextDataModule(ResumableDataModule):
     """Base of the text DataModules: the tokenizer, loaded from ``self.tokenizer_path`` or trained by the subclass's
-    :meth:`train_tokenizer`, built on first use (the CLI reads its vocabulary size before ``setup``)."""
+    :meth:`train_tokenizer`, built on first use (the CLI reads its vocabulary size before ``setup``).
+
+    Args:
+        cache_dir: cache folder of tokenizers and prepared data (default ``$TFM_CACHE`` or ``~/.cache/tfm``).
+        pad_to_multiple_of: pad a batch's length up to a multiple of this (None: the longest).
+        **kwargs: ``batch_size``, ``eval_batch_size``, ``num_workers``, ``seed`` (:class:`ResumableDataModule`).
+    """
 
     tokenizer_path: str | None = None
     _tokenizer: Tokenizer | None = None
+
+    def __init__(self, cache_dir: str | None = None, pad_to_multiple_of: int | None = 8, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise UserError(f"--data.pad_to_multiple_of {pad_to_multiple_of} must be at least 1 (or null)")
+        self.cache_dir, self.pad_to_multiple_of = cache_root(cache_dir), pad_to_multiple_of
 
     def train_tokenizer(self) -> Tokenizer:
         raise NotImplementedError
