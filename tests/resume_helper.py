@@ -30,12 +30,13 @@ def _step_of(run_root: Path) -> int:
 
 
 def assert_exact_resume(config: str, args: list[str], tmp_path: Path, steps: int = 12, seed: int | None = None,
-                        sig: int = signal.SIGKILL, with_run_config: bool = False) -> int:
+                        sig: int = signal.SIGKILL, with_run_config: bool = False, wandb: bool = False) -> int:
     """Train ``steps`` steps uninterrupted; train again, send ``sig`` at a random step (SIGKILL, or
     Ctrl-C's SIGINT, which stops with a checkpoint at the next batch end), resume with
     ``--ckpt_path last`` (with ``with_run_config``: from the run's own ``config.yaml`` and nothing
-    else); the final weights must be bitwise equal. Returns the step the run stopped after."""
-    common = ["--config", config, f"--trainer.max_steps={steps}", "--trainer.max_epochs=1000",
+    else); the final weights must be bitwise equal (``wandb``: the runs log to W&B offline, a killed one included).
+    Returns the step the run stopped after."""
+    common = ["--config", config, f"--trainer.max_steps={steps}", "--trainer.max_epochs=1000", f"--run.wandb={wandb}",
               "--run.save_every_n_steps=1", "--run.test_after_fit=false", "--run.media_images=0",
               "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", *args]
     straight = tmp_path / "straight"
@@ -78,4 +79,8 @@ def assert_exact_resume(config: str, args: list[str], tmp_path: Path, steps: int
     assert resumed.keys() == expected.keys()
     different = [k for k in expected if not torch.equal(expected[k], resumed[k])]
     assert not different, f"killed after step {killed_after}: {len(different)} tensors differ, e.g. {different[:3]}"
+    if wandb:  # the resumed run logs into the W&B run of the stopped one
+        (last,) = broken.glob("*/*/checkpoints/last.ckpt")
+        wandb_id = (run.parent / "wandb_id").read_text().strip()
+        assert torch.load(last, map_location="cpu", weights_only=True)["tfm_run"]["wandb_id"] == wandb_id
     return killed_after

@@ -47,7 +47,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_the_runs_own_config_resumes_it_bitwi
     # with a DataLoader worker: Ctrl-C reaches the whole process group, the worker must outlive it;
     # seed 2: the signal comes after step 2, so training stops mid-epoch (3 of 5 batches)
     stopped = assert_exact_resume(config, [*args, "--data.num_workers=1"], tmp_path, steps=12, seed=2, sig=signal.SIGINT,
-                                  with_run_config=True)
+                                  with_run_config=True, wandb=True)  # W&B on: the stopped run's W&B run goes on too
     assert len(list((tmp_path / "broken").glob("*/*"))) == 1  # the same run folder, no new one
     assert 2 < stopped < 12
 
