@@ -390,7 +390,7 @@ class ResumableDataModule(pl.LightningDataModule):
     def stream_loader(self, rows: Any, make_batches: Callable[[list[dict[str, Any]], random.Random], list[Any]],
                       block_size: int) -> DataLoader:
         """The training DataLoader of this rank's part of a ``datasets`` stream (a :class:`ResumableStream`)."""
-        from datasets.distributed import split_dataset_by_node
+        from datasets.distributed import split_dataset_by_node  # datasets is imported only when a dataset is read
 
         replicas, rank = self._replicas()
         trainer = getattr(self, "trainer", None)
