@@ -191,8 +191,8 @@ class OpaqueCache:
 
 @pytest.mark.parametrize("opaque", [False, True])
 def test_any_decoder_through_the_bare_protocol(marian, sources, opaque):
-    """A model with only the bare protocol gives what the beams-together path gives: beam search recomputes its
-    prefix, greedy search reorders its cache (a tfm KVCache or one with only ``reorder``)."""
+    """A model with only the bare protocol (whatever its cache) gives what the beams-together path gives: its prefix
+    is recomputed at every step, greedy search (one beam) included."""
     _, model = marian
     plain = PlainDecoder(model, opaque)
     for beams, early_stopping in ((4, False), (3, True), (1, True)):

@@ -1,17 +1,15 @@
 """Greedy and beam search over any encoder-decoder (or decoder) with an incremental-decoding cache.
 
-A model decodes through three methods (:class:`Seq2SeqTransformer` has them):
+A model decodes through two methods (:class:`Seq2SeqTransformer` has them):
 
 * ``encode(src_ids, src_padding_mask) -> memory`` (batch first);
-* ``decode(tgt_ids, memory, src_padding_mask, cache) -> logits (B, T, V)``: with a cache,
-  ``tgt_ids`` holds only the new positions; the first call fills the cache from ``memory``
-  (cross-attention keys and values), later calls get ``memory=None``;
-* ``new_cache()``, whose result has ``reorder(index)`` (keep batch rows ``index``).
+* ``decode(tgt_ids, memory, src_padding_mask, cache=None) -> logits (B, T, V)``.
 
-A model may also offer ``decode_beams(tgt_ids (B, beams), memory, src_padding_mask, cache)`` and
-``new_beam_cache(beams)`` (a :class:`BeamKVCache`): beam search then decodes each sentence's beams
-together, as :class:`~tfm.nn.seq2seq.Seq2SeqTransformer` does; for any other model it recomputes
-the prefix at every step.
+A model that also offers ``decode_beams(tgt_ids (B, beams), memory, src_padding_mask, cache)`` and
+``new_beam_cache(beams)`` (a :class:`BeamKVCache`), as :class:`~tfm.nn.seq2seq.Seq2SeqTransformer`
+does, is decoded incrementally, each sentence's beams together; any other model (and
+``use_cache=False``) recomputes the whole prefix at every step, the reference the cached search is
+tested against.
 
 The search follows the conventions of Hugging Face ``generate`` (transformers 5.x), so that the
 same model gives the same tokens and scores:
@@ -34,10 +32,9 @@ Speed: one ``(batch, beams)`` tensor program per step, no loop over hypotheses, 
 on one row per sentence (its beams are all the same). With ``decode_beams`` the beams of a
 sentence are the queries of one batch row: cross-attention keys and values are computed once
 per sentence and never copied to its beams, and self-attention keys and values never move when
-beams reorder (:class:`BeamKVCache`: each beam sees its history through a mask). Greedy search keeps
-the self-attention keys/values of a tfm :class:`~tfm.nn.attention.KVCache` in preallocated buffers.
-A finished sentence leaves the batch at the next copy of the cache, or once finished sentences are a
-quarter of it, so it soon stops costing compute.
+beams reorder (:class:`BeamKVCache`: each beam sees its history through a mask). Greedy search is
+beam search with one beam. A finished sentence leaves the batch at the next copy of the cache, or
+once finished sentences are a quarter of it, so it soon stops costing compute.
 """
 
 from __future__ import annotations
@@ -50,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attention import KVCache, LayerCache
+from .attention import LayerCache
 
 NEG = -1.0e9  # HF's "impossible" score: large but finite, so that sums stay ordered
 
@@ -60,8 +57,6 @@ class DecoderModel(Protocol):
 
     def decode(self, tgt_ids: Tensor, memory: Tensor | None, src_padding_mask: Tensor | None = None,
                cache: Any = None) -> Tensor: ...
-
-    def new_cache(self) -> Any: ...
 
 
 @dataclass
@@ -197,82 +192,6 @@ def _forced(t: int, max_new: Tensor, force_eos: bool, rows_per_sentence: int) ->
     return force.repeat_interleave(rows_per_sentence) if rows_per_sentence > 1 else force
 
 
-class _SearchLayerCache(LayerCache):
-    """A :class:`LayerCache` whose self-attention keys and values live in preallocated buffers,
-    two of them used in turn: appending a position writes it in place (no concatenation), and
-    reordering the rows gathers the prefix into the other buffer in a single copy. ``k``/``v``
-    are views of the current buffer; the length grows by doubling."""
-
-    __slots__ = ("_bufs", "_cur", "_len")
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._bufs: list[tuple[Tensor, Tensor]] = []
-        self._cur = 0
-        self._len = 0
-
-    def _grow(self, rows: int, length: int, like: Tensor) -> None:
-        cap_rows = max(rows, self._bufs[0][0].shape[0] if self._bufs else 0)
-        cap_len = max(16, length, 2 * (self._bufs[0][0].shape[2] if self._bufs else 0))
-        _, h, _, d = like.shape
-        bufs = [tuple(like.new_empty(cap_rows, h, cap_len, d) for _ in range(2)) for _ in range(2)]
-        if self.k is not None:  # keep what is there
-            m = self.k.shape[0]
-            bufs[self._cur][0][:m, :, : self._len] = self.k
-            bufs[self._cur][1][:m, :, : self._len] = self.v
-        self._bufs = bufs  # type: ignore[assignment]
-
-    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        n, q = k.shape[0], k.shape[2]
-        new_len = self._len + q
-        if not self._bufs or n > self._bufs[0][0].shape[0] or new_len > self._bufs[0][0].shape[2]:
-            self._grow(n, new_len, k)
-        kb, vb = self._bufs[self._cur]
-        kb[:n, :, self._len : new_len] = k
-        vb[:n, :, self._len : new_len] = v
-        self._len = new_len
-        self.k, self.v = kb[:n, :, :new_len], vb[:n, :, :new_len]
-        return self.k, self.v
-
-    def reorder_self(self, rows: Tensor) -> None:
-        if self.k is None:
-            return
-        n = rows.numel()
-        if n > self._bufs[0][0].shape[0]:
-            self._grow(n, self._len, self.k)
-        kb, vb = self._bufs[1 - self._cur]
-        torch.index_select(self.k, 0, rows, out=kb[:n, :, : self._len])
-        torch.index_select(self.v, 0, rows, out=vb[:n, :, : self._len])
-        self._cur = 1 - self._cur
-        self.k, self.v = kb[:n, :, : self._len], vb[:n, :, : self._len]
-
-
-def _search_cache(model: Any) -> Any:
-    """The model's cache; a tfm :class:`KVCache` gets preallocated self-attention buffers."""
-    cache = model.new_cache()
-    if type(cache) is KVCache and all(layer.k is None for layer in cache.layers):
-        cache.layers = [_SearchLayerCache() for _ in cache.layers]
-    return cache
-
-
-def _reorder(cache: Any, rows: Tensor, cross_rows: Tensor | None) -> None:
-    """Keep cache rows ``rows``. A :class:`KVCache` reorders only the self-attention keys and
-    values; its cross-attention ones (the same for every beam of a sentence) only when
-    ``cross_rows`` is given (sentences leave the batch, or beams are first expanded)."""
-    if not isinstance(cache, KVCache):
-        cache.reorder(rows)
-        return
-    for layer in cache.layers:
-        if isinstance(layer, _SearchLayerCache):
-            layer.reorder_self(rows)
-        elif layer.k is not None:
-            layer.k = layer.k.index_select(0, rows)
-            layer.v = layer.v.index_select(0, rows)
-        if cross_rows is not None and layer.ck is not None:
-            layer.ck = layer.ck.index_select(0, cross_rows)
-            layer.cv = layer.cv.index_select(0, cross_rows)
-
-
 def _length_norm(length: int | Tensor, length_penalty: float) -> float | Tensor:
     return length**length_penalty
 
@@ -395,62 +314,12 @@ def _compact_now(dead: int, rows: int, free: bool) -> bool:
     return dead > 0 and (free or dead >= COMPACT_FRACTION * rows)
 
 
-@torch.no_grad()
 def greedy_search(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | None = None,
                   config: GenerationConfig | None = None, **options: Any) -> GenerationOutput:
-    """The most probable token at each step (HF ``generate(num_beams=1, do_sample=False)``); ``options`` override
-    ``config``'s fields. Scores are the sums of the tokens' log-probs over ``length ** length_penalty``, as for beam
-    search (HF greedy reports none)."""
-    c = _config(config, options)
-    s = _setup(model, src_ids, src_padding_mask, c)
-    min_length, length_penalty, force_eos, use_cache = c.min_length, c.length_penalty, c.force_eos, c.use_cache
-    B, device = src_ids.shape[0], src_ids.device
-    memory = model.encode(src_ids, s.mask)
-    L = int(s.max_new.max())
-    out = torch.full((B, L), s.pad, dtype=torch.long, device=device)
-    out_scores = torch.zeros(B, device=device)
-    out_len = torch.zeros(B, dtype=torch.long, device=device)
-
-    active = torch.arange(B, device=device)  # original index of each row
-    live = torch.ones(B, dtype=torch.bool, device=device)  # not finished yet
-    tokens = torch.full((B, L + 1), s.bos, dtype=torch.long, device=device)  # start + generated
-    total = torch.zeros(B, device=device)
-    max_new, mask = s.max_new, s.mask
-    cache = _search_cache(model) if use_cache else None
-    for t in range(L):
-        if use_cache:
-            logits = model.decode(tokens[:, t : t + 1], memory if t == 0 else None, mask, cache)
-        else:
-            logits = model.decode(tokens[:, : t + 1], memory, mask, None)
-        lprobs = F.log_softmax(logits[:, -1].float(), dim=-1)
-        lprobs = _process(lprobs, t, s, min_length, _forced(t, max_new, force_eos, 1))
-        best, tok = lprobs.max(-1)
-        total = total + best
-        tokens[:, t + 1] = tok
-        done = live & (tok.eq(s.eos) | (max_new <= t + 1))
-        if not bool(done.any()):
-            continue
-        rows = done.nonzero().squeeze(1)
-        idx = active[rows]
-        out[idx, : t + 1] = tokens[rows, 1 : t + 2]
-        out_scores[idx] = total[rows] / _length_norm(t + 1, length_penalty)
-        out_len[idx] = t + 1
-        live = live & ~done
-        dead = int((~live).sum())
-        if dead == live.numel():
-            break
-        if not _compact_now(dead, live.numel(), free=not use_cache):
-            continue
-        keep = live.nonzero().squeeze(1)
-        active, tokens, total, max_new, live = active[keep], tokens[keep], total[keep], max_new[keep], live[keep]
-        mask = mask.index_select(0, keep) if mask is not None else None
-        if cache is not None:
-            _reorder(cache, keep, keep)
-        memory = memory.index_select(0, keep) if not use_cache else None
-    width = int(out_len.max()) if B else 0
-    out = out[:, :width]
-    nbest = [[Hypothesis(out[i, : int(out_len[i])].clone(), float(out_scores[i]))] for i in range(B)]
-    return GenerationOutput(out, out_scores, out_len, nbest)
+    """The most probable token at each step (HF ``generate(num_beams=1, do_sample=False)``): :func:`beam_search` with
+    one beam. Scores are the sums of the tokens' log-probs over ``length ** length_penalty`` (HF greedy reports
+    none)."""
+    return beam_search(model, src_ids, src_padding_mask, config, **{**options, "num_beams": 1})
 
 
 @torch.no_grad()
@@ -587,7 +456,7 @@ def beam_search(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor |
 
 def generate(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | None = None,
              config: GenerationConfig | None = None, **options: Any) -> GenerationOutput:
-    """Translate a batch: greedy search when ``num_beams == 1``, beam search otherwise.
+    """Translate a batch: beam search (greedy with ``num_beams=1``, the default).
 
     Args:
         src_ids: ``(B, S)`` source token ids, right- or left-padded with ``pad_token_id``.
@@ -599,5 +468,4 @@ def generate(model: DecoderModel, src_ids: Tensor, src_padding_mask: Tensor | No
         start token, EOS included, padded with ``pad_token_id``), ``scores`` ``(B,)``,
         ``lengths`` ``(B,)`` and the n-best lists.
     """
-    c = _config(config, options)
-    return (greedy_search if c.num_beams == 1 else beam_search)(model, src_ids, src_padding_mask, c)
+    return beam_search(model, src_ids, src_padding_mask, config, **options)
