@@ -38,13 +38,17 @@ class ObjectDetection(DenseTask):
     anchor-free CenterNet/TTFNet head at ``stride``).
 
     Args:
-        num_classes, class_names: linked from the DataModule by the CLI (object classes, no background).
+        num_classes: object classes (no background), linked from the DataModule by the CLI.
+        class_names: linked from the DataModule by the CLI.
         stride: output stride of the head's map (the patch size divided by 4, 2, 1 or 0.5).
-        fpn_channels, head_channels, head_convs: widths of the pyramid level and the head.
+        fpn_channels: width of the pyramid level.
+        head_channels: width of the head.
+        head_convs: 3x3 convolutions of the head.
         patch_logits: add class logits of the ViT's patch tokens (upsampled) to the heatmap's, so
             classes are learned straight from the tokens (as the segmentation decoder's).
         box_weight: weight of the GIoU box loss against the heatmap focal loss.
-        alpha, beta: Gaussian sizes of the heatmap targets and of the box-regression area.
+        alpha: Gaussian size of the heatmap targets (TTFNet).
+        beta: Gaussian size of the box-regression area (TTFNet).
         max_detections: detections kept per image (highest heatmap peaks).
         score_threshold: lowest score kept for mAP and the COCO results file.
         show_threshold: lowest score drawn in pictures and listed in ``predictions.jsonl``.

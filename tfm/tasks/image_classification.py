@@ -18,11 +18,14 @@ class ImageClassification(ViTTask):
     """Vision Transformer image classification (Dosovitskiy et al. 2021; DeiT recipe).
 
     Args:
-        num_classes, class_names: linked from the DataModule by the CLI.
+        num_classes: linked from the DataModule by the CLI.
+        class_names: linked from the DataModule by the CLI.
         head_dropout: dropout before the classifier.
         global_pool: ``token`` ([CLS]) or ``avg`` (mean of patch tokens).
         label_smoothing: of the cross-entropy targets.
-        mixup, cutmix: alpha of timm Mixup / CutMix (0 for off); ``mixup_prob`` applies one per batch.
+        mixup: alpha of timm's Mixup (0: off).
+        cutmix: alpha of timm's CutMix (0: off).
+        mixup_prob: the chance that Mixup or CutMix applies to a batch.
         **kwargs: the ViT backbone and ``init_from`` (:class:`~tfm.tasks.vision.ViTTask`), optimisation settings
             of :class:`~tfm.tasks.base.TaskModule` (``lr`` ...).
     """

@@ -30,8 +30,8 @@ class SemanticSegmentation(DenseTask):
     """Semantic segmentation with a Vision Transformer (Segmenter / SETR style).
 
     Args:
-        num_classes, class_names: linked from the DataModule by the CLI (``num_classes`` counts the background,
-            class 0).
+        num_classes: classes, the background (class 0) counted, linked from the DataModule by the CLI.
+        class_names: linked from the DataModule by the CLI.
         decoder: ``linear`` (Segmenter's linear decoder: a class per patch, upsampled bilinearly)
             or ``progressive`` (2x upsampling stages with 3x3 convs, ``decoder_channels`` each).
         image_skip: the progressive stages also see the image at their resolution (sharp edges).

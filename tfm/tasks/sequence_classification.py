@@ -32,7 +32,9 @@ class SequenceClassification(BertFinetuneTask):
     micro/macro F1 and exact-match accuracy (multi-label); Pearson, Spearman and MSE (regression).
 
     Args:
-        num_labels, label_names, problem_type: linked from the DataModule by the CLI.
+        num_labels: linked from the DataModule by the CLI.
+        label_names: linked from the DataModule by the CLI.
+        problem_type: ``single_label``, ``multi_label`` or ``regression``, linked from the DataModule by the CLI.
         **kwargs: the backbone and optimisation settings of
             :class:`~tfm.tasks.bert.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
     """

@@ -25,7 +25,9 @@ class TokenClassification(BertFinetuneTask):
     recall and F1 (seqeval's semantics: an entity counts when its type and both ends match).
 
     Args:
-        num_labels, label_names, tag_scheme: linked from the DataModule by the CLI.
+        num_labels: linked from the DataModule by the CLI.
+        label_names: linked from the DataModule by the CLI.
+        tag_scheme: ``bio`` (entity F1 scored) or ``plain``, linked from the DataModule by the CLI.
         **kwargs: the backbone and optimisation settings of
             :class:`~tfm.tasks.bert.BertFinetuneTask` (``arch``, ``init_from``, ``lr`` ...).
     """

@@ -55,22 +55,25 @@ def load_translation_weights(init_from: str, vocab_size: int, tgt_vocab_size: in
 class Translation(TaskModule):
     """Sequence-to-sequence translation (Vaswani et al. 2017; fairseq's ``transformer`` recipe).
 
-    Training: teacher forcing (the decoder reads ``[START] y`` and predicts ``y [END]``) with
-    label-smoothed cross-entropy, padding ignored. Validation: loss and perplexity every epoch;
-    every ``bleu_every_n_epochs`` epochs also beam search over the validation set, detokenised
-    sacreBLEU and chrF (sacrebleu's corpus functions, ``13a``), ROUGE-L, and a W&B table of
-    sample translations. ``test`` always decodes. ``predict`` writes one translation per input
-    line to ``<run>/translations.txt`` (or ``predict_output``).
+    Training: teacher forcing (the decoder reads ``[START] y``, predicts ``y [END]``), label-smoothed cross-entropy.
+    Validation: loss and perplexity; every ``bleu_every_n_epochs`` epochs also beam search, detokenised sacreBLEU,
+    chrF, ROUGE-L (:func:`~tfm.metrics.translation_scores`) and a W&B table of samples. ``test`` always decodes;
+    ``predict`` writes one translation per input line to ``<run>/translations.txt`` (or ``predict_output``).
 
     Args:
-        arch: a preset (``transformer_tiny``, ``transformer_small``, ``transformer_base``,
-            ``transformer_big``); ``dim`` ... ``norm_first`` override its fields.
-        vocab_size, tgt_vocab_size, pad_token_id, bos_token_id, eos_token_id: linked from the
-            DataModule's tokenizer by the CLI (``tgt_vocab_size`` None: one joint vocabulary,
-            embeddings shared by encoder, decoder and output projection).
+        arch: a preset (``transformer_tiny`` ... ``transformer_big``); ``dim`` ... ``norm_first`` override its fields.
+        vocab_size: the source (or joint) vocabulary, linked from the DataModule's tokenizer by the CLI.
+        tgt_vocab_size: the target vocabulary, linked by the CLI; None: one joint vocabulary, embeddings shared by
+            encoder, decoder and output projection.
+        pad_token_id: linked from the DataModule's tokenizer by the CLI.
+        bos_token_id: the decoder's first input, linked from the DataModule's tokenizer by the CLI.
+        eos_token_id: ends sources and targets, linked from the DataModule's tokenizer by the CLI.
         label_smoothing: epsilon of the smoothed cross-entropy.
-        beam_size, length_penalty, max_len_a, max_len_b, min_len: decoding (the output is at most
-            ``max_len_a * source_length + max_len_b`` tokens).
+        beam_size: beams of the search (1: greedy).
+        length_penalty: scores are divided by ``length ** length_penalty``.
+        max_len_a: the output is at most ``max_len_a * source_length + max_len_b`` tokens.
+        max_len_b: see ``max_len_a``.
+        min_len: tokens generated before ``[END]`` may be.
         bleu_every_n_epochs: decode the validation set every N epochs (0: never during fit).
         num_samples: rows of the source / reference / hypothesis table logged each validation.
         init_from: a tfm translation checkpoint or a Hugging Face ``MarianMTModel`` folder.
@@ -179,10 +182,8 @@ class Translation(TaskModule):
         return [detok(h) for h in self.translate(batch["src_ids"])]
 
     def _decodes(self, stage: str) -> bool:
-        if stage != "val":
-            return True
         n = self.bleu_every_n_epochs
-        return not self.trainer.sanity_checking and n > 0 and (self.current_epoch + 1) % n == 0
+        return stage != "val" or (not self.trainer.sanity_checking and n > 0 and (self.current_epoch + 1) % n == 0)
 
     def _eval_step(self, batch: Batch, stage: str) -> None:
         loss, nll, keep = token_losses(self(batch, self.eval_net), batch["tgt_out"], self.label_smoothing, self.pad_token_id)
