@@ -139,6 +139,27 @@ def test_validate_test_predict_from_a_checkpoint(run_root):
     assert len(list((run_root / "vit_tiny_fashion").iterdir())) == 4
 
 
+def test_a_checkpoint_is_enough_to_test_and_predict(run_root, capsys, tmp_path):
+    """``test|predict --ckpt_path <run>/checkpoints/x.ckpt`` without ``--config`` reads the run's own config.yaml."""
+    fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
+    run = only_run(run_root)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    cli = main(["test", f"--ckpt_path={ckpt}"])  # the saved config limits the test to 2 batches
+    assert "test/acc1" in cli.trainer.callback_metrics and Path(cli.trainer.default_root_dir).parent == run / "test"
+    assert cli.model.hparams.dim == 32  # the run's architecture, not the config file's default
+    cli = main(["predict", f"--ckpt_path={ckpt}", "--trainer.limit_predict_batches=1"])
+    assert len((Path(cli.trainer.default_root_dir) / "predictions.jsonl").read_text().splitlines()) == 16
+    lone = tmp_path / "lone.ckpt"  # a checkpoint away from its run folder: one line
+    lone.write_bytes(ckpt.read_bytes())
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["test", f"--ckpt_path={lone}"])
+    assert e.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tfm: error: --ckpt_path {lone} has no config.yaml in its run folder {tmp_path}: pass --config with the config "
+        "it was trained with")
+
+
 def test_predict_on_an_image_folder(run_root, tmp_path):
     fit(run_root, *TINY_VIT, *FEW_STEPS, "--run.test_after_fit=false")
     ckpt = only_run(run_root) / "checkpoints" / "last.ckpt"

@@ -38,7 +38,7 @@ from .hardware import check_accelerator, check_precision, default_precision, ena
 from .nn.config import ConfigError
 from .nn.convert import ConversionError
 from .pretrained import read_checkpoint
-from .runs import RunGuard, RunOptions, check_checkpoint_fits, is_rank_zero, resolve_run, run_tokenizer
+from .runs import RunGuard, RunOptions, check_checkpoint_fits, is_rank_zero, resolve_run, run_tokenizer, with_run_config
 from .tasks import TaskModule
 from .tracking import RunConfigSaver, finish_wandb, wandb_logger
 from .validation import check_config
@@ -83,7 +83,8 @@ class TFMCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse errors (an unknown key, a bad value) become one line instead of a usage dump."""
-        check_yaml_files(args if args is not None else sys.argv[1:])
+        args = with_run_config(list(args if args is not None else sys.argv[1:]))
+        check_yaml_files(args)
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:

@@ -284,3 +284,21 @@ class RunGuard:
                 shutil.rmtree(p, ignore_errors=True)
             else:
                 p.unlink(missing_ok=True)
+
+
+def with_run_config(args: list[str]) -> list[str]:
+    """``validate|test|predict --ckpt_path <run>/checkpoints/<x>.ckpt`` without ``--config``: the run's own
+    ``config.yaml`` is read first, so a checkpoint is enough; an explicit ``--config`` wins."""
+    if not args or args[0] not in ("validate", "test", "predict") or any(
+            a in ("--config", "-c") or a.startswith("--config=") for a in args):
+        return args
+    given = [a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")]
+    given += [b for a, b in zip(args, args[1:]) if a == "--ckpt_path"]
+    if not given or given[-1] in ("last", "best") or not Path(given[-1]).is_file():
+        return args  # no checkpoint file: the usual errors
+    path = Path(given[-1])
+    run = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"--ckpt_path {path} has no config.yaml in its run folder {run}: pass --config with the config "
+                        "it was trained with")
+    return [args[0], "--config", str(run / "config.yaml"), *args[1:]]
