@@ -63,8 +63,8 @@ def test_sigkill_then_resume_of_a_streamed_run_is_bitwise_exact(tmp_path):
 def test_ddp_ranks_read_their_own_part_and_checkpoint_both_positions(tmp_path):
     common = ["--config", "configs/translation_small_bible.yaml", *TINY, *pair_files(tmp_path / "data"), f"--run.root={tmp_path / 'runs'}",
               f"--data.cache_dir={tmp_path / 'cache'}", "--run.wandb=false", "--run.media_images=0", "--trainer.enable_progress_bar=false",
-              "--run.test_after_fit=false"]
-    run_cli("fit", *common, "--trainer.max_steps=3", "--trainer.limit_val_batches=2", *DDP)
+              "--run.test_after_fit=false", "--trainer.limit_val_batches=2", "--trainer.num_sanity_val_steps=0"]
+    run_cli("fit", *common, "--trainer.max_steps=3", *DDP)
     (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
     stream = torch.load(ckpt, map_location="cpu", weights_only=True)["TranslationDataModule"]["stream"]
     assert len(stream) == 2 and all(p["done"] >= 1 for p in stream)
