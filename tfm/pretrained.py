@@ -13,11 +13,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from .errors import UserError
-from .nn.convert import ConversionError, load_into, load_timm_vit, load_vit_backbone, state_dict_of
+from .nn.convert import (
+    ConversionError,
+    load_into,
+    load_state_dict_file,
+    load_timm_vit,
+    load_vit_backbone,
+    state_dict_of,
+)
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -53,7 +59,7 @@ class Pretrained:
         self.state: dict[str, Tensor] = {}
         self.hparams: dict[str, Any] = {}
         if self.is_file and path.suffix == ".safetensors":
-            self.state = load_file(str(path))
+            self.state = load_state_dict_file(path)
         elif self.is_file:
             ckpt = read_checkpoint(path, mmap=False)
             self.hparams = dict(ckpt.get("hyper_parameters") or {})
